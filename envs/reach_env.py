@@ -1,0 +1,256 @@
+"""``UrdfReach-v0``: any URDF robot, joint-torque actions, reach goal points with chosen links."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.robot import Robot
+from envs.session import PyBulletSession
+from envs.task import ReachTask
+
+
+class UrdfReachEnv(gym.Env):
+    """Torque-controlled reaching with any URDF robot.
+
+    Action: ``Box(-1, 1, (n_joints,))``, scaled by each joint's URDF effort limit to a torque
+    (N m) and applied at every one of ``frame_skip`` physics steps.
+
+    Observation (``goal_conditioned=False``), float32 vector, in this order:
+    cos and sin of revolute joint angles (prismatic: position, m), joint velocities
+    (rad/s or m/s), end-effector positions (3k, m), goals (3k, m), goals minus end effectors (3k, m).
+    With ``goal_conditioned=True``: a Dict with ``observation`` (joint terms and end-effector
+    positions), ``achieved_goal`` (3k) and ``desired_goal`` (3k), as SB3's HER expects.
+
+    ``info``: ``distance`` (m, the largest end-effector error), ``is_success``, ``penalty`` (the
+    goal-independent part of the cost: torque, and balance on a humanoid), ``unstable`` (NaN state or a joint faster than ``max_joint_speed``: the episode is truncated).
+
+    :param urdf: URDF path; relative paths are looked up in ``urdf/`` and ``pybullet_data``.
+    :param end_effector: link name, or a list of link names for one goal per link.
+    :param joints: joint names to actuate; ``None`` means every revolute/prismatic joint.
+    :param success_threshold: metres.
+    :param frame_skip: physics steps per env step; ``dt = frame_skip * timestep`` seconds.
+    :param timestep: physics step, seconds.
+    :param goal_conditioned: Dict observation and ``compute_reward`` for HER.
+    :param reward_type: ``"dense"`` or ``"sparse"`` (see ``ReachTask``).
+    :param torque_cost: weight on the mean squared action in the reward.
+    :param initial_joint_positions: start pose (rad or m); ``None`` means zeros clipped to the limits.
+    :param initial_joint_noise: uniform noise added to the start pose at reset, rad or m.
+    :param fixed_base: bolt the robot's base to the world.
+    :param base_position: metres.
+    :param gravity_compensation: add gravity-cancelling torques (inverse dynamics) under the action.
+    :param max_joint_speed: joint speed beyond which the simulation counts as unstable, rad/s or m/s.
+    :param render_mode: ``"rgb_array"`` (headless TinyRenderer) or ``"human"`` (PyBullet GUI).
+    :param camera_distance: render camera distance from the base, metres.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 24}
+
+    def __init__(
+        self,
+        urdf: str,
+        end_effector: str | Sequence[str],
+        joints: Sequence[str] | None = None,
+        success_threshold: float = 0.05,
+        frame_skip: int = 10,
+        timestep: float = 1.0 / 240.0,
+        goal_conditioned: bool = False,
+        reward_type: str = "dense",
+        torque_cost: float = 0.0,
+        initial_joint_positions: Sequence[float] | None = None,
+        initial_joint_noise: float = 0.0,
+        fixed_base: bool = True,
+        base_position: Sequence[float] = (0.0, 0.0, 0.0),
+        gravity_compensation: bool = False,
+        max_joint_speed: float = 100.0,
+        render_mode: str | None = None,
+        camera_distance: float = 1.6,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode '{render_mode}'; choose from {self.metadata['render_modes']} or None.")
+        if frame_skip < 1:
+            raise ValueError(f"frame_skip must be >= 1, got {frame_skip}.")
+        self.render_mode = render_mode
+        self.frame_skip = frame_skip
+        self.dt = frame_skip * timestep  # seconds of simulated time per env step
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
+        self.goal_conditioned = goal_conditioned
+        self.gravity_compensation = gravity_compensation
+        self.max_joint_speed = max_joint_speed
+        self.camera_distance = camera_distance
+
+        self.session = PyBulletSession(timestep=timestep, gui=render_mode == "human")
+        try:
+            self._build_world()
+            self.robot = Robot(self.session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
+            end_effectors = [end_effector] if isinstance(end_effector, str) else list(end_effector)
+            self.task = ReachTask(self.robot, end_effectors, success_threshold, reward_type, torque_cost)
+        except Exception:
+            self.session.close()
+            raise
+
+        n = self.robot.n_joints
+        lower, upper = self.robot.joint_limits
+        initial = np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)
+        if initial.shape != (n,):
+            raise ValueError(f"initial_joint_positions has {initial.size} values for {n} joints {self.robot.joint_names}.")
+        self.initial_joint_positions = np.clip(initial, lower, upper)
+        self.initial_joint_noise = initial_joint_noise
+
+        if goal_conditioned:
+            # Only goal envs may have compute_reward: SB3 and gymnasium-robotics detect goal envs by it.
+            # It is the task's vectorised reward, which HER calls to relabel (equals the step reward).
+            self.compute_reward = self.task.compute_reward
+
+        self.goal_markers = [self.session.add_marker(np.zeros(3)) for _ in self.task.end_effector_links]
+        self._initial_state = self.session.save_state()
+
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
+        self.task.goal = self.task.achieved_goal()
+        robot_obs_dim = self._robot_observation().size
+        goal_dim = self.task.goal_dim
+        if goal_conditioned:
+            self.observation_space = spaces.Dict(
+                {
+                    "observation": spaces.Box(-np.inf, np.inf, shape=(robot_obs_dim + goal_dim,), dtype=np.float32),
+                    "achieved_goal": spaces.Box(-np.inf, np.inf, shape=(goal_dim,), dtype=np.float32),
+                    "desired_goal": spaces.Box(-np.inf, np.inf, shape=(goal_dim,), dtype=np.float32),
+                }
+            )
+        else:
+            dim = robot_obs_dim + 3 * goal_dim
+            self.observation_space = spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+
+    # --- hooks a richer robot (the humanoid) extends -------------------------------------------
+
+    def _build_world(self) -> None:
+        """Load what the robot stands in; nothing for a fixed-base arm."""
+
+    def _robot_observation(self) -> np.ndarray:
+        """Joint terms: cos/sin of revolute angles (position for prismatic), then velocities."""
+        q, qdot = self.robot.joint_state()
+        rev = self.robot.revolute
+        return np.concatenate([np.cos(q[rev]), np.sin(q[rev]), q[~rev], qdot])
+
+    def _reset_robot(self) -> None:
+        """Put the robot in its start pose (state already restored to the loaded one)."""
+        noise = self.np_random.uniform(-self.initial_joint_noise, self.initial_joint_noise, self.robot.n_joints)
+        lower, upper = self.robot.joint_limits
+        self.robot.set_joint_positions(np.clip(self.initial_joint_positions + noise, lower, upper))
+
+    def _update_info(self, info: dict[str, Any]) -> None:
+        """Add robot-specific quantities to ``info`` after a step or reset."""
+
+    def _penalty(self, info: dict[str, Any]) -> float:
+        """Goal-independent cost beyond the torque cost (e.g. balance); 0 for an arm."""
+        return 0.0
+
+    def _terminated(self, info: dict[str, Any]) -> bool:
+        """True when the episode must end (e.g. a fall); an arm never terminates."""
+        return False
+
+    # --- gymnasium API ---------------------------------------------------------------------------
+
+    def _observation(self) -> np.ndarray | dict[str, np.ndarray]:
+        achieved = self.task.achieved_goal()
+        robot_obs = self._robot_observation()
+        goal = self.task.goal
+        if self.goal_conditioned:
+            return {
+                "observation": np.concatenate([robot_obs, achieved]).astype(np.float32),
+                "achieved_goal": achieved.astype(np.float32),
+                "desired_goal": goal.astype(np.float32),
+            }
+        return np.concatenate([robot_obs, achieved, goal, goal - achieved]).astype(np.float32)
+
+    def _info(self, torque_penalty: float) -> dict[str, Any]:
+        achieved = self.task.achieved_goal()
+        info = {
+            "distance": float(self.task.distances(achieved, self.task.goal).max()),
+            "is_success": bool(self.task.is_success(achieved, self.task.goal)),
+            "unstable": False,
+        }
+        self._update_info(info)
+        info["penalty"] = torque_penalty + self._penalty(info)
+        return info
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray | dict[str, np.ndarray], dict[str, Any]]:
+        """Reset to the start pose with a new goal.
+
+        ``options={"goal": [x, y, z, ...]}`` sets the goal (world frame, metres, 3 per end effector)
+        instead of sampling one; an unreachable goal is allowed.
+        """
+        super().reset(seed=seed)
+        self.session.restore_state(self._initial_state)
+        sampled = self.task.sample_goal(self.np_random)
+        if options and options.get("goal") is not None:
+            goal = np.asarray(options["goal"], dtype=np.float64).ravel()
+            if goal.shape != (self.task.goal_dim,) or not np.all(np.isfinite(goal)):
+                raise ValueError(
+                    f"options['goal'] must be {self.task.goal_dim} finite numbers (x, y, z per end effector "
+                    f"{self.task.end_effector_names}), got {options['goal']!r}."
+                )
+            sampled = goal
+        self.task.goal = sampled
+        self.session.restore_state(self._initial_state)
+        self._reset_robot()
+        for marker, position in zip(self.goal_markers, self.task.goal.reshape(-1, 3)):
+            self.session.move_marker(marker, position)
+        return self._observation(), self._info(torque_penalty=0.0)
+
+    def torques(self, action: np.ndarray) -> np.ndarray:
+        """Joint torques (n_joints,), N m, for a normalised action in [-1, 1]."""
+        torques = np.clip(action, -1.0, 1.0) * self.robot.torque_limits
+        if self.gravity_compensation:
+            torques = torques + self.robot.gravity_torques()
+        return torques
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}; check the policy's outputs.")
+        torque_penalty = self.task.torque_penalty(np.clip(action, -1.0, 1.0))
+        for _ in range(self.frame_skip):
+            self.robot.apply_torques(self.torques(action))
+            self.session.step()
+
+        observation = self._observation()
+        info = self._info(torque_penalty)
+        _, qdot = self.robot.joint_state()
+        unstable = not (np.all(np.isfinite(qdot)) and np.all(np.abs(qdot) <= self.max_joint_speed))
+        if self.goal_conditioned:
+            unstable |= not all(np.all(np.isfinite(v)) for v in observation.values())
+        else:
+            unstable |= not np.all(np.isfinite(observation))
+        if unstable:
+            # A blown-up simulation must not reach the replay buffer as data: end the episode
+            # with a finite observation and reward.
+            info["unstable"] = True
+            observation = self._sanitise(observation)
+            return observation, -1.0, False, True, info
+
+        # Reward from the float32 goals the agent sees, so HER's recomputation matches it exactly.
+        achieved, goal = self.task.achieved_goal().astype(np.float32), self.task.goal.astype(np.float32)
+        reward = float(self.task.compute_reward(achieved, goal, info))
+        terminated = self._terminated(info)
+        return observation, reward, terminated, False, info
+
+    @staticmethod
+    def _sanitise(observation: Any) -> Any:
+        if isinstance(observation, dict):
+            return {k: np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in observation.items()}
+        return np.nan_to_num(observation, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return self.session.render(target=self.robot.link_position(-1), distance=self.camera_distance)
+        return None
+
+    def close(self) -> None:
+        self.session.close()

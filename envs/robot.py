@@ -1,0 +1,114 @@
+"""A torque-controlled robot described by a URDF: joints, limits, links."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pybullet
+
+from envs.session import PyBulletSession
+
+ACTUATED_TYPES = (pybullet.JOINT_REVOLUTE, pybullet.JOINT_PRISMATIC)
+
+
+class Robot:
+    """Reads joints, limits and links from a URDF and applies joint torques.
+
+    :param session: the PyBullet session that owns the client.
+    :param urdf: URDF path (see ``envs.session.resolve_urdf``).
+    :param joints: names of the joints to actuate; ``None`` means every revolute/prismatic joint.
+    :param fixed_base: bolt the base to the world (arms) or let it float (humanoid).
+    :param base_position: base position in the world, metres.
+    """
+
+    def __init__(
+        self,
+        session: PyBulletSession,
+        urdf: str | os.PathLike,
+        joints: Sequence[str] | None = None,
+        fixed_base: bool = True,
+        base_position: Sequence[float] = (0.0, 0.0, 0.0),
+    ) -> None:
+        self.session = session
+        self.client = session.client
+        self.body = session.load_urdf(urdf, base_position=tuple(base_position), fixed_base=fixed_base)
+        self.urdf = urdf
+
+        infos = [self.client.getJointInfo(self.body, i) for i in range(self.client.getNumJoints(self.body))]
+        self.link_indices: dict[str, int] = {info[12].decode(): info[0] for info in infos}
+        self.link_indices[self.client.getBodyInfo(self.body)[0].decode()] = -1  # the base link
+        joint_by_name = {info[1].decode(): info for info in infos}
+        movable = [name for name, info in joint_by_name.items() if info[2] in ACTUATED_TYPES]
+        if joints is None:
+            joints = movable
+        for name in joints:
+            if name not in movable:
+                raise ValueError(
+                    f"unknown or non-actuated joint '{name}' in {urdf}; choose from {movable}."
+                )
+        if not joints:
+            raise ValueError(f"URDF {urdf} has no revolute or prismatic joint to actuate.")
+
+        self.joint_names: list[str] = list(joints)
+        self.joint_indices = [joint_by_name[name][0] for name in joints]
+        self.revolute = np.array([joint_by_name[name][2] == pybullet.JOINT_REVOLUTE for name in joints])
+        lower = np.array([joint_by_name[name][8] for name in joints], dtype=np.float64)
+        upper = np.array([joint_by_name[name][9] for name in joints], dtype=np.float64)
+        # URDF convention: lower > upper means the joint has no limit (continuous).
+        unlimited = lower > upper
+        lower[unlimited], upper[unlimited] = -np.pi, np.pi
+        self.joint_limits = np.stack([lower, upper])  # (2, n_joints): rad or m
+        self.torque_limits = np.array([joint_by_name[name][10] for name in joints], dtype=np.float64)  # N m or N
+        if np.any(self.torque_limits <= 0):
+            zero = [n for n, f in zip(joints, self.torque_limits) if f <= 0]
+            raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
+        self.velocity_limits = np.array([joint_by_name[name][11] for name in joints], dtype=np.float64)  # rad/s or m/s
+        self.all_actuated = [joint_by_name[name][0] for name in movable]
+        self.release_motors()
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_indices)
+
+    def link_index(self, name: str) -> int:
+        """Index of a link by name (-1 for the base); a clear error for an unknown name."""
+        if name not in self.link_indices:
+            raise ValueError(f"unknown link '{name}' in {self.urdf}; choose from {sorted(self.link_indices)}.")
+        return self.link_indices[name]
+
+    def release_motors(self) -> None:
+        """Turn off PyBullet's default velocity motors, which would otherwise resist every torque."""
+        self.client.setJointMotorControlArray(
+            self.body, self.all_actuated, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(self.all_actuated)
+        )
+
+    def apply_torques(self, torques: np.ndarray) -> None:
+        """Joint torques (n_joints,), N m (N for prismatic); must be re-sent every simulation step."""
+        self.client.setJointMotorControlArray(self.body, self.joint_indices, pybullet.TORQUE_CONTROL, forces=torques)
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (n_joints,) and velocities (n_joints,) of the actuated joints."""
+        states = self.client.getJointStates(self.body, self.joint_indices)
+        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+
+    def gravity_torques(self) -> np.ndarray:
+        """Torques (n_joints,) that hold the current pose against gravity (inverse dynamics, fixed base)."""
+        states = self.client.getJointStates(self.body, self.all_actuated)
+        q = [s[0] for s in states]
+        zeros = [0.0] * len(q)
+        tau = self.client.calculateInverseDynamics(self.body, q, zeros, zeros)
+        by_index = dict(zip(self.all_actuated, tau))
+        return np.array([by_index[i] for i in self.joint_indices])
+
+    def set_joint_positions(self, positions: np.ndarray) -> None:
+        """Teleport the actuated joints to ``positions`` with zero velocity."""
+        for index, q in zip(self.joint_indices, positions):
+            self.client.resetJointState(self.body, index, float(q), 0.0)
+
+    def link_position(self, link: int) -> np.ndarray:
+        """World position (3,) of a link's frame origin, metres."""
+        if link == -1:
+            return np.array(self.client.getBasePositionAndOrientation(self.body)[0])
+        return np.array(self.client.getLinkState(self.body, link, computeForwardKinematics=True)[4])

@@ -1,0 +1,86 @@
+"""The reaching task: goals, reward and success, independent of the robot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from envs.robot import Robot
+
+REWARD_TYPES = ("dense", "sparse")
+
+
+class ReachTask:
+    """Bring one or more end-effector links to goal points and hold them there.
+
+    :param robot: the robot whose links must reach.
+    :param end_effectors: link names; the goal is one 3-D point per link, concatenated (3 * k,).
+    :param success_threshold: success when every end effector is this close to its goal, metres.
+    :param reward_type: ``"dense"`` (minus mean distance, metres) or ``"sparse"`` (-1 until success, then 0).
+    :param torque_cost: weight of the mean squared normalised action subtracted from the reward.
+    """
+
+    def __init__(
+        self,
+        robot: Robot,
+        end_effectors: Sequence[str],
+        success_threshold: float,
+        reward_type: str = "dense",
+        torque_cost: float = 0.0,
+    ) -> None:
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"unknown reward_type '{reward_type}'; choose from {REWARD_TYPES}.")
+        if success_threshold <= 0:
+            raise ValueError(f"success_threshold must be > 0 metres, got {success_threshold}.")
+        self.robot = robot
+        self.end_effector_names = list(end_effectors)
+        self.end_effector_links = [robot.link_index(name) for name in self.end_effector_names]
+        self.success_threshold = success_threshold
+        self.reward_type = reward_type
+        self.torque_cost = torque_cost
+        self.goal = np.zeros(3 * len(self.end_effector_links))
+
+    @property
+    def goal_dim(self) -> int:
+        return 3 * len(self.end_effector_links)
+
+    def achieved_goal(self) -> np.ndarray:
+        """Current end-effector positions (3 * k,), world frame, metres."""
+        return np.concatenate([self.robot.link_position(link) for link in self.end_effector_links])
+
+    def sample_goal(self, rng: np.random.Generator) -> np.ndarray:
+        """A reachable goal: end-effector positions at a random joint configuration within limits.
+
+        Leaves the robot in that configuration; the caller resets it afterwards.
+        """
+        lower, upper = self.robot.joint_limits
+        self.robot.set_joint_positions(rng.uniform(lower, upper))
+        return self.achieved_goal()
+
+    def distances(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
+        """Per-end-effector distances (..., k), metres."""
+        delta = np.asarray(achieved_goal) - np.asarray(desired_goal)
+        return np.linalg.norm(delta.reshape(*delta.shape[:-1], -1, 3), axis=-1)
+
+    def is_success(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
+        return np.all(self.distances(achieved_goal, desired_goal) < self.success_threshold, axis=-1)
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        """Reward for a batch (..., 3k) of goals; ``info`` is one dict or an array of dicts (HER)."""
+        if self.reward_type == "sparse":
+            reward = self.is_success(achieved_goal, desired_goal).astype(np.float64) - 1.0
+        else:
+            reward = -self.distances(achieved_goal, desired_goal).mean(axis=-1)
+        # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's
+        # relabelled rewards keep them.
+        if isinstance(info, dict):
+            penalty = info.get("penalty", 0.0)
+        else:
+            penalty = np.array([i.get("penalty", 0.0) for i in np.ravel(info)]).reshape(reward.shape)
+        return reward - penalty
+
+    def torque_penalty(self, action: np.ndarray) -> float:
+        """``torque_cost`` times the mean squared normalised action."""
+        return float(self.torque_cost * np.mean(np.square(action)))
