@@ -71,7 +71,9 @@ class UrdfReachEnv(gym.Env):
         camera_distance: float = 1.6,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode '{render_mode}'; choose from {self.metadata['render_modes']} or None.")
+            raise ValueError(
+                f"unknown render_mode '{render_mode}'; choose from {self.metadata['render_modes']} or None."
+            )
         if frame_skip < 1:
             raise ValueError(f"frame_skip must be >= 1, got {frame_skip}.")
         self.render_mode = render_mode
@@ -95,9 +97,13 @@ class UrdfReachEnv(gym.Env):
 
         n = self.robot.n_joints
         lower, upper = self.robot.joint_limits
-        initial = np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)
+        initial = (
+            np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)
+        )
         if initial.shape != (n,):
-            raise ValueError(f"initial_joint_positions has {initial.size} values for {n} joints {self.robot.joint_names}.")
+            raise ValueError(
+                f"initial_joint_positions has {initial.size} values for {n} joints {self.robot.joint_names}."
+            )
         self.initial_joint_positions = np.clip(initial, lower, upper)
         self.initial_joint_noise = initial_joint_noise
 

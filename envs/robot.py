@@ -45,9 +45,7 @@ class Robot:
             joints = movable
         for name in joints:
             if name not in movable:
-                raise ValueError(
-                    f"unknown or non-actuated joint '{name}' in {urdf}; choose from {movable}."
-                )
+                raise ValueError(f"unknown or non-actuated joint '{name}' in {urdf}; choose from {movable}.")
         if not joints:
             raise ValueError(f"URDF {urdf} has no revolute or prismatic joint to actuate.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -80,7 +81,9 @@ class PyBulletSession:
                 flags=pybullet.URDF_USE_INERTIA_FROM_FILE,
             )
         except pybullet.error as err:
-            raise ValueError(f"PyBullet could not load URDF '{resolved}' ({err}); check links, joints and mesh paths.") from None
+            raise ValueError(
+                f"PyBullet could not load URDF '{resolved}' ({err}); check links, joints and mesh paths."
+            ) from None
 
     def load_ground(self) -> int:
         """Add the flat ground plane of pybullet_data at z = 0."""
@@ -124,7 +127,5 @@ class PyBulletSession:
         self.client.resetBasePositionAndOrientation(marker, list(position), [0.0, 0.0, 0.0, 1.0])
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(pybullet.error):  # already disconnected
             self.client.disconnect()
-        except pybullet.error:
-            pass  # already disconnected
