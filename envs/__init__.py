@@ -2,6 +2,8 @@
 
 - ``UrdfReach-v0``: any URDF (``urdf=``, ``end_effector=`` required), joint-torque reaching.
 - ``PlanarArmReach-v0``: the planar 2-link arm of ``urdf/planar_arm_2link.urdf``, 1 cm success.
+- ``HumanoidReach-v0``: the free-standing humanoid of ``urdf/humanoid_upper_body.urdf``, right hand, 2 cm.
+- ``HumanoidBimanualReach-v0``: the same humanoid, one goal per hand.
 """
 
 from gymnasium.envs.registration import register
@@ -23,3 +25,12 @@ PLANAR_ARM = {
     "camera_distance": 1.8,
 }
 register(id="PlanarArmReach-v0", entry_point="envs.reach_env:UrdfReachEnv", max_episode_steps=50, kwargs=PLANAR_ARM)
+
+# Humanoid upper body on rigid legs, free to fall (envs/humanoid_env.py holds the defaults).
+register(id="HumanoidReach-v0", entry_point="envs.humanoid_env:HumanoidReachEnv", max_episode_steps=100)
+register(
+    id="HumanoidBimanualReach-v0",
+    entry_point="envs.humanoid_env:HumanoidReachEnv",
+    max_episode_steps=100,
+    kwargs={"end_effector": ["left_hand", "right_hand"]},
+)

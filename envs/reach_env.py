@@ -148,6 +148,10 @@ class UrdfReachEnv(gym.Env):
         lower, upper = self.robot.joint_limits
         self.robot.set_joint_positions(np.clip(self.initial_joint_positions + noise, lower, upper))
 
+    def _sample_goal(self) -> np.ndarray:
+        """A goal (3k,) for reset; leaves the robot anywhere, since reset restores its state afterwards."""
+        return self.task.sample_goal(self.np_random)
+
     def _update_info(self, info: dict[str, Any]) -> None:
         """Add robot-specific quantities to ``info`` after a step or reset."""
 
@@ -194,7 +198,7 @@ class UrdfReachEnv(gym.Env):
         """
         super().reset(seed=seed)
         self.session.restore_state(self._initial_state)
-        sampled = self.task.sample_goal(self.np_random)
+        sampled = self._sample_goal()
         if options and options.get("goal") is not None:
             goal = np.asarray(options["goal"], dtype=np.float64).ravel()
             if goal.shape != (self.task.goal_dim,) or not np.all(np.isfinite(goal)):

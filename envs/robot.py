@@ -35,6 +35,7 @@ class Robot:
         self.client = session.client
         self.body = session.load_urdf(urdf, base_position=tuple(base_position), fixed_base=fixed_base)
         self.urdf = urdf
+        self.fixed_base = fixed_base
 
         infos = [self.client.getJointInfo(self.body, i) for i in range(self.client.getNumJoints(self.body))]
         self.link_indices: dict[str, int] = {info[12].decode(): info[0] for info in infos}
@@ -92,12 +93,23 @@ class Robot:
         return np.array([s[0] for s in states]), np.array([s[1] for s in states])
 
     def gravity_torques(self) -> np.ndarray:
-        """Torques (n_joints,) that hold the current pose against gravity (inverse dynamics, fixed base)."""
+        """Torques (n_joints,) that hold the current pose against gravity (inverse dynamics).
+
+        A floating base is treated as unaccelerated in its current pose (right for a robot
+        standing still on its feet): PyBullet then takes the base pose (x, y, z, quaternion) before
+        the joint positions and 6 base velocity terms before the joint ones, and returns 6 base
+        wrench terms first.
+        """
         states = self.client.getJointStates(self.body, self.all_actuated)
         q = [s[0] for s in states]
-        zeros = [0.0] * len(q)
+        n_base = 0
+        if not self.fixed_base:
+            position, orientation = self.client.getBasePositionAndOrientation(self.body)
+            q = [*position, *orientation, *q]
+            n_base = 6
+        zeros = [0.0] * (n_base + len(states))
         tau = self.client.calculateInverseDynamics(self.body, q, zeros, zeros)
-        by_index = dict(zip(self.all_actuated, tau))
+        by_index = dict(zip(self.all_actuated, tau[n_base:]))
         return np.array([by_index[i] for i in self.joint_indices])
 
     def set_joint_positions(self, positions: np.ndarray) -> None:

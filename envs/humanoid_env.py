@@ -1,0 +1,185 @@
+"""``HumanoidReach-v0``: a free-standing humanoid upper body reaching while keeping its balance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from envs.balance import BalanceSensor, BalanceState, com_margin, support_polygon
+from envs.reach_env import UrdfReachEnv
+
+# Rejection-sampling budget for a balanced goal; with the default knobs most draws pass.
+GOAL_ATTEMPTS = 100
+
+
+class HumanoidReachEnv(UrdfReachEnv):
+    """Torque-controlled torso and arms of a humanoid standing on two rigid legs, free to fall.
+
+    Actions, goals and the reward's distance term are those of ``UrdfReachEnv``. On top:
+
+    Observation: the arm's terms, then pelvis height (m), gravity direction in the pelvis frame (3),
+    pelvis linear (3, m/s) and angular (3, rad/s) velocity, COM minus the support polygon's centre
+    (x, y; z is the COM height; m), ``com_margin`` (m) and ZMP minus the polygon's centre (2, m).
+
+    Reward: minus distance, minus ``torque_cost`` * mean squared action, minus
+    ``balance_weight`` * max(0, ``com_margin_target`` - com_margin), minus ``fall_penalty`` on a fall.
+
+    A fall ends the episode: the pelvis tilts more than ``fall_tilt`` from vertical or drops below
+    ``fall_height``. ``info`` adds ``fell`` (bool), ``com_margin`` (m, positive when the COM's ground
+    projection is inside the feet's support polygon) and ``zmp`` (2,), m (the centre of pressure).
+
+    Goals: hand positions of random joint configurations whose COM, with the feet planted as at
+    the start, lies at least ``com_margin_target`` inside the support polygon.
+
+    Parameters are those of ``UrdfReachEnv`` (humanoid defaults) plus:
+
+    :param foot_links: links whose floor contacts form the support polygon.
+    :param balance_weight: weight of the COM-margin shortfall in the reward (per metre).
+    :param com_margin_target: COM margin below which the balance term starts, m; also the minimum
+        margin of a sampled goal's pose.
+    :param fall_tilt: pelvis tilt from vertical that counts as a fall, rad.
+    :param fall_height: pelvis height below which the robot has fallen, m.
+    :param fall_penalty: subtracted from the reward on the step of a fall, so falling never pays.
+    """
+
+    def __init__(
+        self,
+        urdf: str = "humanoid_upper_body.urdf",
+        end_effector: str | Sequence[str] = "right_hand",
+        joints: Sequence[str] | None = None,
+        success_threshold: float = 0.02,
+        frame_skip: int = 10,
+        timestep: float = 1.0 / 240.0,
+        goal_conditioned: bool = False,
+        reward_type: str = "dense",
+        torque_cost: float = 0.05,
+        initial_joint_positions: Sequence[float] | None = None,
+        initial_joint_noise: float = 0.02,
+        fixed_base: bool = False,
+        base_position: Sequence[float] = (0.0, 0.0, 0.94),
+        gravity_compensation: bool = True,
+        max_joint_speed: float = 30.0,
+        render_mode: str | None = None,
+        camera_distance: float = 2.5,
+        foot_links: Sequence[str] = ("left_foot", "right_foot"),
+        balance_weight: float = 5.0,
+        com_margin_target: float = 0.03,
+        fall_tilt: float = 0.35,
+        fall_height: float = 0.7,
+        fall_penalty: float = 10.0,
+    ) -> None:
+        if not 0.0 < fall_tilt < np.pi / 2:
+            raise ValueError(f"fall_tilt must be in (0, pi/2) rad, got {fall_tilt}.")
+        if com_margin_target < 0:
+            raise ValueError(f"com_margin_target must be >= 0 m, got {com_margin_target}.")
+        self.foot_link_names = list(foot_links)
+        self.balance_weight = balance_weight
+        self.com_margin_target = com_margin_target
+        self.fall_tilt = fall_tilt
+        self.fall_height = fall_height
+        self.fall_penalty = fall_penalty
+        super().__init__(
+            urdf=urdf,
+            end_effector=end_effector,
+            joints=joints,
+            success_threshold=success_threshold,
+            frame_skip=frame_skip,
+            timestep=timestep,
+            goal_conditioned=goal_conditioned,
+            reward_type=reward_type,
+            torque_cost=torque_cost,
+            initial_joint_positions=initial_joint_positions,
+            initial_joint_noise=initial_joint_noise,
+            fixed_base=fixed_base,
+            base_position=base_position,
+            gravity_compensation=gravity_compensation,
+            max_joint_speed=max_joint_speed,
+            render_mode=render_mode,
+            camera_distance=camera_distance,
+        )
+        # Support polygon of the start pose, against which goal poses are checked for balance.
+        self.session.restore_state(self._initial_state)
+        self.session.client.performCollisionDetection()
+        self.neutral_polygon = support_polygon(self.balance.foot_contacts()[0])
+        self.neutral_goal = self.task.achieved_goal()
+        neutral_margin = com_margin(self.balance.center_of_mass()[:2], self.neutral_polygon)
+        if len(self.neutral_polygon) < 3 or neutral_margin < com_margin_target:
+            self.close()
+            raise ValueError(
+                f"the start pose is not balanced (COM margin {neutral_margin:.3f} m, com_margin_target "
+                f"{com_margin_target} m); put the feet on the floor (base_position) or lower com_margin_target."
+            )
+
+    @cached_property
+    def balance(self) -> BalanceSensor:
+        """COM and contact reader; created on first use, once the robot and the floor exist."""
+        feet = [self.robot.link_index(name) for name in self.foot_link_names]
+        return BalanceSensor(self.session.client, self.robot.body, feet, self.ground)
+
+    # --- UrdfReachEnv hooks ----------------------------------------------------------------------
+
+    def _build_world(self) -> None:
+        self.ground = self.session.load_ground()
+
+    def _robot_observation(self) -> np.ndarray:
+        # Measured once per observation; _update_info, which always follows, reuses it.
+        self._balance_state: BalanceState = self.balance.measure()
+        state = self._balance_state
+        client = self.session.client
+        position, orientation = client.getBasePositionAndOrientation(self.robot.body)
+        linear, angular = client.getBaseVelocity(self.robot.body)
+        rotation = np.array(client.getMatrixFromQuaternion(orientation)).reshape(3, 3)
+        centre = state.polygon.mean(axis=0)
+        return np.concatenate(
+            [
+                super()._robot_observation(),
+                [position[2]],
+                rotation.T @ np.array([0.0, 0.0, -1.0]),  # gravity direction in the pelvis frame
+                linear,
+                angular,
+                state.com[:2] - centre,
+                [state.com[2], state.com_margin],
+                state.zmp - centre,
+            ]
+        )
+
+    def _reset_robot(self) -> None:
+        super()._reset_robot()
+        # Contacts for the new pose, so the first observation has a support polygon.
+        self.session.client.performCollisionDetection()
+
+    def _sample_goal(self) -> np.ndarray:
+        """Hand positions of a random pose that is statically balanced on the planted feet."""
+        for _ in range(GOAL_ATTEMPTS):
+            goal = self.task.sample_goal(self.np_random)
+            if com_margin(self.balance.center_of_mass()[:2], self.neutral_polygon) >= self.com_margin_target:
+                return goal
+        return self.neutral_goal.copy()
+
+    def _update_info(self, info: dict[str, Any]) -> None:
+        info["fell"] = self.fell()
+        info["com_margin"] = float(self._balance_state.com_margin)
+        info["zmp"] = self._balance_state.zmp
+
+    def _penalty(self, info: dict[str, Any]) -> float:
+        shortfall = max(0.0, self.com_margin_target - info["com_margin"])
+        return self.balance_weight * shortfall + (self.fall_penalty if info["fell"] else 0.0)
+
+    def _terminated(self, info: dict[str, Any]) -> bool:
+        return info["fell"]
+
+    # --- balance ---------------------------------------------------------------------------------
+
+    def pelvis_tilt(self) -> float:
+        """Angle between the pelvis's z axis and the world vertical, rad."""
+        orientation = self.session.client.getBasePositionAndOrientation(self.robot.body)[1]
+        up_z = self.session.client.getMatrixFromQuaternion(orientation)[8]
+        return float(np.arccos(np.clip(up_z, -1.0, 1.0)))
+
+    def fell(self) -> bool:
+        """Pelvis tilted beyond ``fall_tilt`` or lower than ``fall_height``."""
+        height = self.session.client.getBasePositionAndOrientation(self.robot.body)[0][2]
+        return self.pelvis_tilt() > self.fall_tilt or height < self.fall_height
