@@ -30,15 +30,21 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     if len(unique) < 3:
         return unique
 
-    def half(ordered: np.ndarray) -> list[np.ndarray]:
-        chain: list[np.ndarray] = []
-        for p in ordered:
-            while len(chain) >= 2 and np.cross(chain[-1] - chain[-2], p - chain[-2]) <= 0:
+    def half(ordered: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        chain: list[tuple[float, float]] = []
+        for x, y in ordered:
+            # Pop while the last two chain points and this one do not turn left (plain floats: this
+            # runs every step, and numpy's per-call overhead would dominate).
+            while len(chain) >= 2 and (
+                (chain[-1][0] - chain[-2][0]) * (y - chain[-2][1]) - (chain[-1][1] - chain[-2][1]) * (x - chain[-2][0])
+                <= 0
+            ):
                 chain.pop()
-            chain.append(p)
+            chain.append((x, y))
         return chain[:-1]  # the last point starts the other half
 
-    return np.array(half(unique) + half(unique[::-1]))
+    ordered = [tuple(p) for p in unique.tolist()]
+    return np.array(half(ordered) + half(ordered[::-1]))
 
 
 def support_polygon(contact_points: np.ndarray) -> np.ndarray:
@@ -46,11 +52,13 @@ def support_polygon(contact_points: np.ndarray) -> np.ndarray:
     return convex_hull(np.asarray(contact_points, dtype=np.float64).reshape(-1, 3)[:, :2])
 
 
-def _distance_to_segment(point: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
-    edge = end - start
-    length_sq = float(edge @ edge)
-    t = 0.0 if length_sq == 0.0 else float(np.clip((point - start) @ edge / length_sq, 0.0, 1.0))
-    return float(np.linalg.norm(point - (start + t * edge)))
+def _distances_to_segments(point: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Distances (k,) from a point (2,) to segments ``starts`` (k, 2) -> ``ends`` (k, 2)."""
+    edges = ends - starts
+    lengths_sq = np.einsum("ij,ij->i", edges, edges)
+    along = np.einsum("ij,ij->i", point - starts, edges) / np.where(lengths_sq > 0, lengths_sq, 1.0)
+    nearest = starts + np.clip(along, 0.0, 1.0)[:, None] * edges
+    return np.linalg.norm(point - nearest, axis=1)
 
 
 def com_margin(point: np.ndarray, polygon: np.ndarray) -> float:
@@ -60,17 +68,16 @@ def com_margin(point: np.ndarray, polygon: np.ndarray) -> float:
     inside, so the margin is minus the distance to it.
     """
     point = np.asarray(point, dtype=np.float64)[:2]
-    polygon = np.asarray(polygon, dtype=np.float64)
+    polygon = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
     if len(polygon) == 0:
         raise ValueError("support polygon is empty (no contact point); com_margin needs at least one point.")
-    if len(polygon) == 1:
-        return -float(np.linalg.norm(point - polygon[0]))
-    if len(polygon) == 2:
-        return -_distance_to_segment(point, polygon[0], polygon[1])
-    edges = np.roll(polygon, -1, axis=0) - polygon
-    # Cross product > 0 means the point is left of an edge, i.e. inside for a CCW polygon.
+    ends = np.roll(polygon, -1, axis=0)
+    distance = float(_distances_to_segments(point, polygon, ends).min())
+    if len(polygon) < 3:
+        return -distance
+    edges = ends - polygon
+    # Cross product >= 0: the point is left of (or on) every edge, i.e. inside a CCW polygon.
     inside = np.all(edges[:, 0] * (point[1] - polygon[:, 1]) - edges[:, 1] * (point[0] - polygon[:, 0]) >= 0)
-    distance = min(_distance_to_segment(point, a, b) for a, b in zip(polygon, np.roll(polygon, -1, axis=0)))
     return distance if inside else -distance
 
 

@@ -105,12 +105,14 @@ class HumanoidReachEnv(UrdfReachEnv):
         self.session.client.performCollisionDetection()
         self.neutral_polygon = support_polygon(self.balance.foot_contacts()[0])
         self.neutral_goal = self.task.achieved_goal()
-        neutral_margin = com_margin(self.balance.center_of_mass()[:2], self.neutral_polygon)
-        if len(self.neutral_polygon) < 3 or neutral_margin < com_margin_target:
+        has_support = len(self.neutral_polygon) >= 3
+        neutral_margin = com_margin(self.balance.center_of_mass()[:2], self.neutral_polygon) if has_support else -1.0
+        if neutral_margin < com_margin_target:
             self.close()
             raise ValueError(
-                f"the start pose is not balanced (COM margin {neutral_margin:.3f} m, com_margin_target "
-                f"{com_margin_target} m); put the feet on the floor (base_position) or lower com_margin_target."
+                f"the start pose is not balanced (feet on the floor: {has_support}, COM margin {neutral_margin:.3f} m "
+                f"< com_margin_target {com_margin_target} m); put the soles at z = 0 with base_position or lower "
+                "com_margin_target."
             )
 
     @cached_property
@@ -147,9 +149,22 @@ class HumanoidReachEnv(UrdfReachEnv):
         )
 
     def _reset_robot(self) -> None:
+        self._forget_contacts()
         super()._reset_robot()
         # Contacts for the new pose, so the first observation has a support polygon.
         self.session.client.performCollisionDetection()
+
+    def _forget_contacts(self) -> None:
+        """Drop the contact points (and their solver warm start) left by the previous episode.
+
+        restoreState keeps them when the saved state has none, which makes a seeded episode
+        depend on the one before. Lifting the robot out of reach makes the broadphase delete them.
+        """
+        client, body = self.session.client, self.robot.body
+        position, orientation = client.getBasePositionAndOrientation(body)
+        client.resetBasePositionAndOrientation(body, [position[0], position[1], position[2] + 100.0], orientation)
+        client.performCollisionDetection()
+        client.resetBasePositionAndOrientation(body, position, orientation)
 
     def _sample_goal(self) -> np.ndarray:
         """Hand positions of a random pose that is statically balanced on the planted feet."""

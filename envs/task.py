@@ -76,7 +76,8 @@ class ReachTask:
         # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's
         # relabelled rewards keep them.
         if isinstance(info, dict):
-            penalty = info.get("penalty", 0.0)
+            # float64 like the batched branch; a Python float would keep a float32 reward in float32.
+            penalty = np.float64(info.get("penalty", 0.0))
         else:
             penalty = np.array([i.get("penalty", 0.0) for i in np.ravel(info)]).reshape(reward.shape)
         return reward - penalty
