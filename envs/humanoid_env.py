@@ -11,7 +11,7 @@ import numpy as np
 from envs.balance import BalanceSensor, BalanceState, com_margin, support_polygon
 from envs.reach_env import UrdfReachEnv
 
-# Rejection-sampling budget for a balanced goal; with the default knobs most draws pass.
+# Rejection-sampling budget for a balanced goal; with the default knobs about 60 % of draws pass.
 GOAL_ATTEMPTS = 100
 
 
@@ -20,7 +20,7 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     Actions, goals and the reward's distance term are those of ``UrdfReachEnv``. On top:
 
-    Observation: the arm's terms, then pelvis height (m), gravity direction in the pelvis frame (3),
+    Observation: ``UrdfReachEnv``'s joint terms, then pelvis height (m), gravity direction in the pelvis frame (3),
     pelvis linear (3, m/s) and angular (3, rad/s) velocity, COM minus the support polygon's centre
     (x, y; z is the COM height; m), ``com_margin`` (m) and ZMP minus the polygon's centre (2, m).
 
@@ -185,6 +185,13 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     def _terminated(self, info: dict[str, Any]) -> bool:
         return info["fell"]
+
+    def render(self) -> np.ndarray | None:
+        """RGB image of the standing robot, seen from the front left at chest height."""
+        if self.render_mode == "rgb_array":
+            chest = self.robot.link_position(-1) + np.array([0.0, 0.0, 0.3])
+            return self.session.render(target=chest, distance=self.camera_distance, yaw=50.0, pitch=-15.0)
+        return None
 
     # --- balance ---------------------------------------------------------------------------------
 
