@@ -1,11 +1,12 @@
 """Static balance of a legged body: centre of mass, support polygon, COM margin, centre of pressure.
 
-The functions are pure numpy; ``BalanceSensor`` reads their inputs from a PyBullet body.
+The functions are pure (arrays in, arrays out); ``BalanceSensor`` reads their inputs from a PyBullet body.
 Ground-plane quantities are 2-D (x, y) in the world frame, metres; the ground is z = 0.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,29 +22,34 @@ def center_of_mass(masses: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return masses @ np.asarray(positions, dtype=np.float64) / masses.sum()
 
 
+# The ground polygons have a handful of vertices (4 per flat foot) and are rebuilt every step,
+# so the geometry below runs on Python floats: numpy's per-call overhead would dominate.
+Point = tuple[float, float]
+
+
+def _cross(origin: Point, a: Point, b: Point) -> float:
+    """z of (a - origin) x (b - origin): > 0 when origin -> a -> b turns left."""
+    return (a[0] - origin[0]) * (b[1] - origin[1]) - (a[1] - origin[1]) * (b[0] - origin[0])
+
+
 def convex_hull(points: np.ndarray) -> np.ndarray:
     """Convex hull (h, 2) of 2-D ``points`` (m, 2), counter-clockwise, without collinear or repeated points.
 
     Andrew's monotone chain; fewer than 3 distinct points come back as they are (a point or a segment).
     """
-    unique = np.unique(np.round(np.asarray(points, dtype=np.float64).reshape(-1, 2), 9), axis=0)  # sorted by x, y
-    if len(unique) < 3:
-        return unique
+    flat = np.asarray(points, dtype=np.float64).reshape(-1, 2).tolist()
+    ordered: list[Point] = sorted({(round(x, 9), round(y, 9)) for x, y in flat})
+    if len(ordered) < 3:
+        return np.array(ordered, dtype=np.float64).reshape(-1, 2)
 
-    def half(ordered: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        chain: list[tuple[float, float]] = []
-        for x, y in ordered:
-            # Pop while the last two chain points and this one do not turn left (plain floats: this
-            # runs every step, and numpy's per-call overhead would dominate).
-            while len(chain) >= 2 and (
-                (chain[-1][0] - chain[-2][0]) * (y - chain[-2][1]) - (chain[-1][1] - chain[-2][1]) * (x - chain[-2][0])
-                <= 0
-            ):
+    def half(sequence: list[Point]) -> list[Point]:
+        chain: list[Point] = []
+        for p in sequence:
+            while len(chain) >= 2 and _cross(chain[-2], chain[-1], p) <= 0:
                 chain.pop()
-            chain.append((x, y))
+            chain.append(p)
         return chain[:-1]  # the last point starts the other half
 
-    ordered = [tuple(p) for p in unique.tolist()]
     return np.array(half(ordered) + half(ordered[::-1]))
 
 
@@ -52,13 +58,11 @@ def support_polygon(contact_points: np.ndarray) -> np.ndarray:
     return convex_hull(np.asarray(contact_points, dtype=np.float64).reshape(-1, 3)[:, :2])
 
 
-def _distances_to_segments(point: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Distances (k,) from a point (2,) to segments ``starts`` (k, 2) -> ``ends`` (k, 2)."""
-    edges = ends - starts
-    lengths_sq = np.einsum("ij,ij->i", edges, edges)
-    along = np.einsum("ij,ij->i", point - starts, edges) / np.where(lengths_sq > 0, lengths_sq, 1.0)
-    nearest = starts + np.clip(along, 0.0, 1.0)[:, None] * edges
-    return np.linalg.norm(point - nearest, axis=1)
+def _distance_to_segment(p: Point, a: Point, b: Point) -> float:
+    ex, ey = b[0] - a[0], b[1] - a[1]
+    length_sq = ex * ex + ey * ey
+    t = 0.0 if length_sq == 0.0 else min(1.0, max(0.0, ((p[0] - a[0]) * ex + (p[1] - a[1]) * ey) / length_sq))
+    return math.hypot(p[0] - a[0] - t * ex, p[1] - a[1] - t * ey)
 
 
 def com_margin(point: np.ndarray, polygon: np.ndarray) -> float:
@@ -67,17 +71,14 @@ def com_margin(point: np.ndarray, polygon: np.ndarray) -> float:
     Positive inside, negative outside. A degenerate polygon (a point or a segment, h < 3) has no
     inside, so the margin is minus the distance to it.
     """
-    point = np.asarray(point, dtype=np.float64)[:2]
-    polygon = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    if len(polygon) == 0:
+    p: Point = (float(point[0]), float(point[1]))
+    vertices: list[Point] = [tuple(v) for v in np.asarray(polygon, dtype=np.float64).reshape(-1, 2).tolist()]
+    if not vertices:
         raise ValueError("support polygon is empty (no contact point); com_margin needs at least one point.")
-    ends = np.roll(polygon, -1, axis=0)
-    distance = float(_distances_to_segments(point, polygon, ends).min())
-    if len(polygon) < 3:
-        return -distance
-    edges = ends - polygon
-    # Cross product >= 0: the point is left of (or on) every edge, i.e. inside a CCW polygon.
-    inside = np.all(edges[:, 0] * (point[1] - polygon[:, 1]) - edges[:, 1] * (point[0] - polygon[:, 0]) >= 0)
+    edges = list(zip(vertices, vertices[1:] + vertices[:1]))
+    distance = min(_distance_to_segment(p, a, b) for a, b in edges)
+    # Left of (or on) every edge of a CCW polygon means inside.
+    inside = len(vertices) >= 3 and all(_cross(a, b, p) >= 0 for a, b in edges)
     return distance if inside else -distance
 
 
