@@ -124,7 +124,6 @@ class BalanceSensor:
         ground: int,
         contact_tolerance: float = 0.002,
     ) -> None:
-        self.client = client
         self.body = body
         self.foot_links = list(foot_links)
         self.ground = ground
@@ -132,12 +131,16 @@ class BalanceSensor:
         self.link_indices = list(range(client.getNumJoints(body)))
         self.masses = np.array([client.getDynamicsInfo(body, link)[0] for link in [-1, *self.link_indices]])
         self.total_mass = float(self.masses.sum())
+        # Hot-path calls bound once: BulletClient looks every attribute up again and wraps it per call.
+        self._get_base_pose = client.getBasePositionAndOrientation
+        self._get_link_states = client.getLinkStates
+        self._get_contact_points = client.getContactPoints
 
     def link_com_positions(self) -> np.ndarray:
         """World positions (n_links + 1, 3) of the base's and every link's centre of mass, m."""
-        base = self.client.getBasePositionAndOrientation(self.body)[0]
+        base = self._get_base_pose(self.body)[0]
         # computeForwardKinematics so that the reading is right after resetJointState, too.
-        links = self.client.getLinkStates(self.body, self.link_indices, computeForwardKinematics=True)
+        links = self._get_link_states(self.body, self.link_indices, computeForwardKinematics=True)
         return np.array([base, *(state[0] for state in links)])
 
     def center_of_mass(self) -> np.ndarray:
@@ -148,7 +151,7 @@ class BalanceSensor:
         """Feet-ground contact points (m, 3) on the ground, m, and their normal forces (m,), N."""
         contacts = [
             c
-            for c in self.client.getContactPoints(bodyA=self.body, bodyB=self.ground)
+            for c in self._get_contact_points(bodyA=self.body, bodyB=self.ground)
             if c[3] in self.foot_links and c[8] < self.contact_tolerance
         ]
         points = np.array([c[6] for c in contacts], dtype=np.float64).reshape(-1, 3)
@@ -165,7 +168,7 @@ class BalanceSensor:
         com = self.center_of_mass()
         points, forces = self.foot_contacts()
         if len(points) == 0:
-            feet = self.client.getLinkStates(self.body, self.foot_links, computeForwardKinematics=True)
+            feet = self._get_link_states(self.body, self.foot_links, computeForwardKinematics=True)
             points = np.array([state[4] for state in feet])
         polygon = support_polygon(points)
         zmp = center_of_pressure(points, forces) if forces.sum() > 0 else com[:2].copy()

@@ -197,11 +197,13 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     def pelvis_tilt(self) -> float:
         """Angle between the pelvis's z axis and the world vertical, rad."""
-        orientation = self.session.client.getBasePositionAndOrientation(self.robot.body)[1]
-        up_z = self.session.client.getMatrixFromQuaternion(orientation)[8]
-        return float(np.arccos(np.clip(up_z, -1.0, 1.0)))
+        return self._tilt(self.session.client.getBasePositionAndOrientation(self.robot.body)[1])
 
     def fell(self) -> bool:
         """Pelvis tilted beyond ``fall_tilt`` or lower than ``fall_height``."""
-        height = self.session.client.getBasePositionAndOrientation(self.robot.body)[0][2]
-        return self.pelvis_tilt() > self.fall_tilt or height < self.fall_height
+        position, orientation = self.session.client.getBasePositionAndOrientation(self.robot.body)
+        return self._tilt(orientation) > self.fall_tilt or position[2] < self.fall_height
+
+    def _tilt(self, orientation: Sequence[float]) -> float:
+        up_z = self.session.client.getMatrixFromQuaternion(orientation)[8]  # z of the pelvis's z axis
+        return float(np.arccos(np.clip(up_z, -1.0, 1.0)))
