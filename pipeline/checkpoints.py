@@ -1,0 +1,133 @@
+"""Crash-safe checkpoints: each is a directory written under a temporary name, fsynced, then renamed.
+
+A rename is atomic, so ``checkpoints/step_<N>/`` either exists whole or not at all; a crash
+mid-write leaves only a ``.tmp-*`` directory, which is ignored and cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecNormalize
+
+MODEL_FILE = "model.zip"
+REPLAY_FILE = "replay_buffer.pkl"
+VECNORMALIZE_FILE = "vecnormalize.pkl"
+STATE_FILE = "state.json"  # written last: its presence marks a complete checkpoint
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file below ``path`` and the directories themselves to disk."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_dir(Path(root))
+
+
+def fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)``, fsync, then rename to ``path``: readers never see a partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def save_model(model: BaseAlgorithm, path: Path) -> None:
+    """Save an SB3 model zip atomically (the temporary name keeps the ``.zip`` suffix SB3 expects)."""
+    atomic_write(Path(path), model.save)
+
+
+def save_checkpoint(
+    directory: Path,
+    model: OffPolicyAlgorithm,
+    state: dict[str, Any],
+    replay_buffer: bool = True,
+    keep: int = 2,
+) -> Path:
+    """Write ``directory/step_<N>/`` (model, replay buffer, normalisation stats, state.json) atomically.
+
+    Keeps the ``keep`` newest complete checkpoints.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step_{model.num_timesteps:012d}"
+    tmp = directory / f".tmp-{os.getpid()}-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save(tmp / MODEL_FILE)
+    if replay_buffer:
+        model.save_replay_buffer(tmp / REPLAY_FILE)
+    vec_normalize = model.get_vec_normalize_env()
+    if vec_normalize is not None:
+        vec_normalize.save(str(tmp / VECNORMALIZE_FILE))
+    (tmp / STATE_FILE).write_text(json.dumps({**state, "num_timesteps": model.num_timesteps}, indent=2) + "\n")
+    fsync_tree(tmp)
+    if final.exists():  # same step saved again (e.g. a resume that did not advance)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(directory)
+    for old in complete_checkpoints(directory)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """A checkpoint directory with its state file, a readable model zip and readable JSON."""
+    try:
+        json.loads((checkpoint / STATE_FILE).read_text())
+        with zipfile.ZipFile(checkpoint / MODEL_FILE) as archive:
+            return archive.testzip() is None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def complete_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints in ``directory``, oldest first."""
+    if not Path(directory).is_dir():
+        return []
+    found = [p for p in Path(directory).glob("step_*") if p.is_dir() and is_complete(p)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint, or None; removes leftovers of interrupted writes."""
+    for leftover in Path(directory).glob(".tmp-*") if Path(directory).is_dir() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
+    checkpoints = complete_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+
+
+def load_vec_normalize(checkpoint: Path, venv: Any) -> VecNormalize | None:
+    path = Path(checkpoint) / VECNORMALIZE_FILE
+    return VecNormalize.load(str(path), venv) if path.exists() else None

@@ -1,0 +1,218 @@
+"""Structured-config schema for ``conf/``: a typo or a wrong type fails at start with Hydra's message.
+
+The env schemas are generated from the env classes' constructors, with defaults from the
+registered gymnasium presets, so every env parameter is a config key, one to one, and no
+default is written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+import envs  # noqa: F401  (registers the gymnasium ids)
+
+# conf/env/<name>.yaml -> gymnasium id
+ENV_PRESETS = {
+    "planar_arm": "PlanarArmReach-v0",
+    "urdf": "UrdfReach-v0",
+    "humanoid": "HumanoidReach-v0",
+    "humanoid_bimanual": "HumanoidBimanualReach-v0",
+}
+# Chosen per run, not per experiment: not config keys.
+RUNTIME_ENV_PARAMETERS = {"self", "render_mode"}
+
+
+def _omegaconf_type(annotation: Any) -> Any:
+    """Map a constructor annotation to a type OmegaConf can check (it has no general Union)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and len(others) < len(args):
+            return Optional[_omegaconf_type(others[0])]  # noqa: UP045  (OmegaConf reads typing.Optional)
+        return Any
+    if origin in (list, Sequence, typing.Sequence, tuple):
+        return list[_omegaconf_type(args[0])] if args else list[Any]
+    return annotation if annotation in (int, float, bool, str) else Any
+
+
+def env_schema(env_id: str) -> type:
+    """A dataclass with ``id``, ``max_episode_steps`` and one field per env constructor parameter."""
+    spec = gym.spec(env_id)
+    env_class = load_env_creator(spec.entry_point)
+    hints = typing.get_type_hints(env_class.__init__)
+    fields: list[tuple[str, Any, Any]] = [
+        ("id", str, field(default=env_id)),
+        ("max_episode_steps", int, field(default=spec.max_episode_steps)),
+    ]
+    for name, parameter in inspect.signature(env_class.__init__).parameters.items():
+        if name in RUNTIME_ENV_PARAMETERS:
+            continue
+        default = spec.kwargs.get(name, parameter.default)
+        if default is inspect.Parameter.empty:
+            default = MISSING
+        if isinstance(default, (list, tuple)):
+            default = field(default_factory=lambda value=list(default): list(value))
+        else:
+            default = field(default=default)
+        fields.append((name, _omegaconf_type(hints[name]), default))
+    return dataclasses.make_dataclass(f"{env_class.__name__}Config_{env_id.replace('-', '_')}", fields)
+
+
+@dataclass
+class ActionNoiseConfig:
+    """Exploration noise added to deterministic actions (DDPG, TD3); ``type: none`` for SAC."""
+
+    type: str = "normal"  # normal | ornstein_uhlenbeck | none
+    sigma: float = 0.1  # standard deviation, in normalised action units
+
+
+@dataclass
+class HerConfig:
+    """Hindsight experience replay, used when the env is goal-conditioned and ``enabled``."""
+
+    enabled: bool = True
+    goal_selection_strategy: str = "future"  # future | final | episode
+    n_sampled_goal: int = 4
+
+
+@dataclass
+class DDPGConfig:
+    """SB3 off-policy knobs shared by DDPG, TD3 and SAC."""
+
+    name: str = "ddpg"
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    learning_rate: float = 1e-3
+    gamma: float = 0.95
+    tau: float = 0.05
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    learning_starts: int = 1000
+    train_freq: int = 1  # env steps (per env) between updates
+    gradient_steps: int = 1  # per update; -1 means as many as env steps collected
+    action_noise: ActionNoiseConfig = field(default_factory=ActionNoiseConfig)
+    her: HerConfig = field(default_factory=HerConfig)
+
+
+@dataclass
+class TD3Config(DDPGConfig):
+    name: str = "td3"
+    policy_delay: int = 2
+    target_policy_noise: float = 0.2
+    target_noise_clip: float = 0.5
+
+
+@dataclass
+class SACConfig(DDPGConfig):
+    name: str = "sac"
+    ent_coef: str = "auto"
+    action_noise: ActionNoiseConfig = field(default_factory=lambda: ActionNoiseConfig(type="none"))
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation picks ``best_model.zip``; the final one writes ``metrics.json``."""
+
+    freq: int = 5000  # env steps between periodic evaluations (0: none)
+    periodic_goals: int = 50
+    final_goals: int = 200
+    goal_seed: int = 1_000_003  # seeds of the held-out goals; training seeds never reach it
+
+
+@dataclass
+class CheckpointConfig:
+    freq: int = 10_000  # env steps between checkpoints (0: none)
+    keep: int = 2  # newest checkpoints kept on disk
+    replay_buffer: bool = True  # save the replay buffer with each checkpoint, for exact resume
+
+
+@dataclass
+class WandbConfig:
+    """``mode: auto`` is online when logged in (or ``WANDB_MODE=online``), else offline."""
+
+    mode: str = "auto"  # auto | online | offline | disabled
+    project: str = "rlik"
+    entity: Optional[str] = None  # noqa: UP045
+    name: Optional[str] = None  # noqa: UP045
+    group: Optional[str] = None  # noqa: UP045  (a multirun defaults to the sweep's name)
+    tags: list[str] = field(default_factory=list)
+    video: bool = True  # log the final policy's video.mp4 to the run
+    video_episodes: int = 2  # episodes in video.mp4 (0: no video)
+
+
+@dataclass
+class TrainConfig:
+    env: Any = MISSING
+    algo: Any = MISSING
+    seed: int = 0
+    total_timesteps: int = 60_000  # env steps, summed over the n_envs envs
+    n_envs: int = 1
+    torch_threads: int = 1  # one thread per process, so side-by-side sweep jobs do not fight
+    device: str = "cpu"
+    normalize_observations: bool = False  # VecNormalize on observations (stats saved with checkpoints)
+    resume: Optional[str] = None  # noqa: UP045  (a run directory to continue)
+    progress_bar: Optional[bool] = None  # noqa: UP045  (None: a bar on a terminal, log lines otherwise)
+    log_interval: int = 20  # episodes between training-metric dumps
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+ALGO_SCHEMAS = {"ddpg": DDPGConfig, "td3": TD3Config, "sac": SACConfig}
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; ``conf/*.yaml`` extend them."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for name, schema in ALGO_SCHEMAS.items():
+        store.store(group="algo", name=f"schema_{name}", node=schema)
+    registered = gym.registry.keys()
+    for name, env_id in ENV_PRESETS.items():
+        if env_id in registered:
+            store.store(group="env", name=f"schema_{name}", node=env_schema(env_id))
+
+
+HER_STRATEGIES = ("future", "final", "episode")
+
+
+def validate_config(cfg: Any) -> None:
+    """Checks Hydra's types cannot express; raises ValueError naming the key and the fix."""
+    positive = {
+        "total_timesteps": cfg.total_timesteps,
+        "n_envs": cfg.n_envs,
+        "torch_threads": cfg.torch_threads,
+        "log_interval": cfg.log_interval,
+        "eval.periodic_goals": cfg.eval.periodic_goals,
+        "eval.final_goals": cfg.eval.final_goals,
+        "env.max_episode_steps": cfg.env.max_episode_steps,
+        "algo.batch_size": cfg.algo.batch_size,
+        "algo.buffer_size": cfg.algo.buffer_size,
+        "algo.learning_rate": cfg.algo.learning_rate,
+        "algo.train_freq": cfg.algo.train_freq,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{key} must be > 0, got {value}; set it on the command line, e.g. {key}=<positive>.")
+    for key in ("eval.freq", "checkpoint.freq", "algo.learning_starts", "wandb.video_episodes"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ValueError(f"{key} must be >= 0 (0 turns it off), got {OmegaConf.select(cfg, key)}.")
+    if not 0.0 < cfg.algo.gamma <= 1.0 or not 0.0 < cfg.algo.tau <= 1.0:
+        raise ValueError(f"algo.gamma and algo.tau must be in (0, 1], got {cfg.algo.gamma} and {cfg.algo.tau}.")
+    if cfg.algo.gradient_steps == 0 or cfg.algo.gradient_steps < -1:
+        raise ValueError(f"algo.gradient_steps must be >= 1 or -1, got {cfg.algo.gradient_steps}.")
+    if cfg.algo.her.goal_selection_strategy not in HER_STRATEGIES:
+        raise ValueError(
+            f"unknown algo.her.goal_selection_strategy '{cfg.algo.her.goal_selection_strategy}'; choose from {HER_STRATEGIES}."
+        )
+    if cfg.env.id not in gym.registry:
+        raise ValueError(f"unknown env id '{cfg.env.id}'; choose env= one of {sorted(ENV_PRESETS)}.")

@@ -1,0 +1,80 @@
+"""Build envs and SB3 models from the composed config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3 import DDPG, SAC, TD3, HerReplayBuffer
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+import envs  # noqa: F401  (registers the gymnasium ids)
+
+ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
+NOISE_TYPES = ("normal", "ornstein_uhlenbeck", "none")
+# Config keys that are not constructor arguments of the algorithm class.
+PIPELINE_ALGO_KEYS = {"name", "net_arch", "action_noise", "her"}
+
+
+def env_kwargs(env_cfg: DictConfig) -> dict[str, Any]:
+    """The env constructor's keyword arguments: every env key but ``id`` and ``max_episode_steps``."""
+    kwargs = OmegaConf.to_container(env_cfg, resolve=True)
+    kwargs.pop("id")
+    kwargs.pop("max_episode_steps")
+    return kwargs
+
+
+def make_env(env_cfg: DictConfig, render_mode: str | None = None, **overrides: Any) -> gym.Env:
+    """One env from the config's ``env`` node (``overrides`` replace its keys)."""
+    if env_cfg.id not in gym.registry:
+        known = sorted(k for k in gym.registry if k.startswith(("Urdf", "Planar", "Humanoid")))
+        raise ValueError(f"unknown env id '{env_cfg.id}'; choose one of {known}.")
+    kwargs = {**env_kwargs(env_cfg), **overrides}
+    return gym.make(env_cfg.id, max_episode_steps=env_cfg.max_episode_steps, render_mode=render_mode, **kwargs)
+
+
+def make_training_env(env_cfg: DictConfig, n_envs: int, seed: int) -> VecEnv:
+    """``n_envs`` envs in one process (PyBullet DIRECT clients are independent), with Monitor stats."""
+    return make_vec_env(lambda: make_env(env_cfg), n_envs=n_envs, seed=seed)
+
+
+def make_action_noise(noise_cfg: DictConfig, n_actions: int) -> ActionNoise | None:
+    if noise_cfg.type not in NOISE_TYPES:
+        raise ValueError(f"unknown algo.action_noise.type '{noise_cfg.type}'; choose from {NOISE_TYPES}.")
+    mean, sigma = np.zeros(n_actions), noise_cfg.sigma * np.ones(n_actions)
+    if noise_cfg.type == "normal":
+        return NormalActionNoise(mean, sigma)
+    if noise_cfg.type == "ornstein_uhlenbeck":
+        return OrnsteinUhlenbeckActionNoise(mean, sigma)
+    return None
+
+
+def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
+    """A fresh SB3 model for ``cfg.algo`` on ``env``; HER replay when the env is goal-conditioned."""
+    algo_cfg = cfg.algo
+    if algo_cfg.name not in ALGORITHMS:
+        raise ValueError(f"unknown algo '{algo_cfg.name}'; choose algo= one of {sorted(ALGORITHMS)}.")
+    goal_conditioned = isinstance(env.observation_space, gym.spaces.Dict)
+    kwargs = {k: v for k, v in OmegaConf.to_container(algo_cfg).items() if k not in PIPELINE_ALGO_KEYS}
+    if goal_conditioned and algo_cfg.her.enabled:
+        kwargs["replay_buffer_class"] = HerReplayBuffer
+        kwargs["replay_buffer_kwargs"] = {
+            "n_sampled_goal": algo_cfg.her.n_sampled_goal,
+            "goal_selection_strategy": algo_cfg.her.goal_selection_strategy,
+        }
+    return ALGORITHMS[algo_cfg.name](
+        "MultiInputPolicy" if goal_conditioned else "MlpPolicy",
+        env,
+        action_noise=make_action_noise(algo_cfg.action_noise, env.action_space.shape[0]),
+        policy_kwargs={"net_arch": list(algo_cfg.net_arch)},
+        seed=cfg.seed,
+        device=cfg.device,
+        verbose=0,
+        **kwargs,
+    )

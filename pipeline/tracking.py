@@ -1,0 +1,99 @@
+"""Weights & Biases: offline unless logged in, never a prompt, SB3 metrics as wandb history."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+import wandb
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.logger import KVWriter
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def logged_in() -> bool:
+    """True when an API key is at hand (env var or ~/.netrc), without asking the server or the user."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    """``auto``: ``WANDB_MODE`` if set, else online when logged in, else offline."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f"unknown wandb.mode '{mode}'; choose from {WANDB_MODES}.")
+    if mode != "auto":
+        return mode
+    return os.environ.get("WANDB_MODE") or ("online" if logged_in() else "offline")
+
+
+def init_run(
+    wandb_cfg: DictConfig,
+    config: dict[str, Any],
+    directory: str,
+    run_id: str | None = None,
+    group: str | None = None,
+    job_type: str = "train",
+) -> Any:
+    """Start (or resume, by ``run_id``) a wandb run writing its files under ``directory``; None if disabled."""
+    mode = resolve_mode(wandb_cfg.mode)
+    if mode == "disabled":
+        return None
+    return wandb.init(
+        project=wandb_cfg.project,
+        entity=wandb_cfg.entity,
+        name=wandb_cfg.name,
+        group=wandb_cfg.group or group,
+        tags=list(wandb_cfg.tags),
+        config=config,
+        dir=directory,
+        id=run_id,
+        resume="allow" if run_id else None,
+        mode=mode,
+        job_type=job_type,
+        settings=wandb.Settings(silent=True, console="off", init_timeout=60),
+    )
+
+
+class WandbOutputFormat(KVWriter):
+    """SB3 logger output that sends every dump to the active wandb run, keyed by env steps."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        scalars = {
+            key: value
+            for key, value in key_values.items()
+            if isinstance(value, (int, float)) and "wandb" not in (key_excluded.get(key) or ())
+        }
+        self.run.log({**scalars, "global_step": step})
+
+    def close(self) -> None:
+        pass
+
+
+class LineOutputFormat(KVWriter):
+    """One ``key=value`` line per dump: quiet, greppable logs when stdout is not a terminal."""
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        fields = " ".join(
+            f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+            for key, value in sorted(key_values.items())
+            if isinstance(value, (int, float, str))
+        )
+        print(f"[step {step}] {fields}", flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)

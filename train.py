@@ -1,0 +1,206 @@
+"""Train a learned-IK policy with SB3 (DDPG by default) under Hydra, logging to Weights & Biases.
+
+    python train.py                                   # planar arm, DDPG, default budget
+    python train.py env=humanoid total_timesteps=300000
+    python train.py -m seed=0,1,2 algo.learning_rate=1e-3,3e-4 hydra/launcher=joblib
+    python train.py resume=outputs/2026-11-23/12-00-00_PlanarArmReach-v0_ddpg_seed0
+
+Run directory: .hydra/config.yaml, run.json (wandb id), checkpoints/step_<N>/, best_model.zip,
+final_model.zip, metrics.json (final evaluation), progress.csv, video.mp4, wandb/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+import imageio
+import torch
+import wandb
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import CSVOutputFormat, Logger
+from stable_baselines3.common.vec_env import VecNormalize
+
+from pipeline import checkpoints
+from pipeline.config import register_configs, validate_config
+from pipeline.evaluation import PERIODIC_SEED_OFFSET, episode_rows, evaluate, policy_controller, run_episode, summarise
+from pipeline.factory import ALGORITHMS, make_env, make_model, make_training_env
+from pipeline.tracking import LineOutputFormat, WandbOutputFormat, init_run, resolved_config
+
+register_configs()
+# A resumed run writes into its own directory and keeps its original .hydra/config.yaml.
+OmegaConf.register_new_resolver("run_dir_or_resume", lambda resume, default: resume or default)
+OmegaConf.register_new_resolver("hydra_subdir", lambda resume: ".hydra_resume" if resume else ".hydra")
+
+
+class HeldOutEvaluation(BaseCallback):
+    """Every ``freq`` env steps: success on a fixed goal set; keeps ``best_model.zip`` (atomic)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, best_success: float = -1.0) -> None:
+        super().__init__()
+        self.freq, self.n_goals = cfg.eval.freq, cfg.eval.periodic_goals
+        self.goal_seed = cfg.eval.goal_seed + PERIODIC_SEED_OFFSET
+        self.env = make_env(cfg.env)
+        self.run_dir = run_dir
+        self.best_success = best_success
+        self.next_eval = 0
+
+    def _on_training_start(self) -> None:
+        self.next_eval = (self.num_timesteps // self.freq + 1) * self.freq
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps < self.next_eval:
+            return True
+        self.next_eval += self.freq
+        controller = policy_controller(self.model, self.model.get_vec_normalize_env())
+        summary = summarise(evaluate(self.env, controller, self.n_goals, self.goal_seed))
+        for key in ("success_rate", "final_distance_mean", "final_distance_median", "fall_rate"):
+            self.logger.record(f"eval/{key}", summary[key])
+        if summary["success_rate"] > self.best_success:
+            self.best_success = summary["success_rate"]
+            checkpoints.save_model(self.model, self.run_dir / "best_model.zip")
+        self.logger.dump(self.num_timesteps)
+        return True
+
+
+class Checkpointing(BaseCallback):
+    """Every ``freq`` env steps: a crash-safe checkpoint with replay buffer and resume state."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, wandb_run_id: str | None, evaluation: HeldOutEvaluation):
+        super().__init__()
+        self.cfg, self.run_dir, self.wandb_run_id, self.evaluation = cfg.checkpoint, run_dir, wandb_run_id, evaluation
+        self.next_save = 0
+
+    def _on_training_start(self) -> None:
+        self.next_save = (self.num_timesteps // self.cfg.freq + 1) * self.cfg.freq
+
+    def save(self) -> Path:
+        state = {"wandb_run_id": self.wandb_run_id, "best_success": self.evaluation.best_success}
+        return checkpoints.save_checkpoint(
+            self.run_dir / "checkpoints", self.model, state, self.cfg.replay_buffer, self.cfg.keep
+        )
+
+    def _on_step(self) -> bool:
+        if self.cfg.freq > 0 and self.num_timesteps >= self.next_save:
+            self.next_save += self.cfg.freq
+            self.save()
+        return True
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The resumed run's own config, with the keys given on this command line applied on top."""
+    saved = OmegaConf.load(Path(cfg.resume) / ".hydra" / "config.yaml")
+    OmegaConf.set_struct(saved, True)
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
+    merged.resume = cfg.resume
+    return merged
+
+
+def record_video(cfg: DictConfig, model, path: Path) -> Path:
+    """An mp4 of ``wandb.video_episodes`` held-out episodes, rendered headless."""
+    env = make_env(cfg.env, render_mode="rgb_array")
+    frames: list = []
+    controller = policy_controller(model, model.get_vec_normalize_env())
+    for i in range(cfg.wandb.video_episodes):
+        run_episode(env, controller, cfg.eval.goal_seed + i, frames)
+    env.close()
+    imageio.mimsave(path, frames, fps=env.metadata["render_fps"], macro_block_size=8)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return train(cfg, run_dir, multirun)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input found before training: say it in one line, leave no half-made run directory.
+        if not cfg.resume and not (run_dir / "checkpoints").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if multirun:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
+    # 1. Configuration: a resumed run continues with its own config.
+    latest = None
+    if cfg.resume:
+        cfg = resumed_config(cfg)
+        latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+        if latest is None:
+            raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; start a new run instead.")
+    validate_config(cfg)
+    torch.set_num_threads(cfg.torch_threads)
+    state = checkpoints.read_state(latest) if latest else {}
+
+    # 2. Envs and model (fresh, or the latest checkpoint with its replay buffer and statistics).
+    env = make_training_env(cfg.env, cfg.n_envs, cfg.seed)
+    if latest:
+        env = checkpoints.load_vec_normalize(latest, env) or env
+        model = ALGORITHMS[cfg.algo.name].load(latest / checkpoints.MODEL_FILE, env=env, device=cfg.device)
+        if (latest / checkpoints.REPLAY_FILE).exists():
+            model.load_replay_buffer(latest / checkpoints.REPLAY_FILE)
+    else:
+        if cfg.normalize_observations:
+            env = VecNormalize(env, norm_reward=False)
+        model = make_model(cfg, env)
+
+    # 3. Tracking: wandb (offline unless logged in), CSV, and line logs when not on a terminal.
+    group = f"sweep-{Path(HydraConfig.get().sweep.dir).name}" if multirun else None
+    run = init_run(cfg.wandb, resolved_config(cfg), str(run_dir), state.get("wandb_run_id"), group)
+    checkpoints.atomic_write_json(
+        run_dir / "run.json", {"wandb_run_id": run.id if run else None, "wandb_group": run.group if run else None}
+    )
+    interactive = sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar
+    formats = [CSVOutputFormat(str(run_dir / "progress.csv"))]
+    formats += [WandbOutputFormat(run)] if run else []
+    formats += [] if interactive else [LineOutputFormat()]
+    model.set_logger(Logger(str(run_dir), formats))
+
+    # 4. Learn, evaluating and checkpointing on the way.
+    evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_success", -1.0))
+    checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation)
+    callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + [checkpointing]
+    model.learn(
+        total_timesteps=max(cfg.total_timesteps - model.num_timesteps, 0),
+        callback=callbacks,
+        log_interval=cfg.log_interval,
+        reset_num_timesteps=False,
+        progress_bar=interactive,
+    )
+    checkpointing.save()
+    checkpoints.save_model(model, run_dir / "final_model.zip")
+    if not (run_dir / "best_model.zip").exists():
+        checkpoints.save_model(model, run_dir / "best_model.zip")
+
+    # 5. Final evaluation on the held-out goals; its success rate is the sweep objective.
+    results = evaluate(
+        evaluation.env,
+        policy_controller(model, model.get_vec_normalize_env()),
+        cfg.eval.final_goals,
+        cfg.eval.goal_seed,
+    )
+    metrics = {**summarise(results), "num_timesteps": model.num_timesteps}
+    checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episode_rows(results)})
+    print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+    video = record_video(cfg, model, run_dir / "video.mp4") if cfg.wandb.video_episodes > 0 else None
+    if run:
+        run.summary.update({f"final/{k}": v for k, v in metrics.items()})
+        if video and cfg.wandb.video:
+            run.log({"final/video": wandb.Video(str(video), format="mp4")})
+        run.finish()
+    env.close()
+    return metrics["success_rate"]
+
+
+if __name__ == "__main__":
+    main()
