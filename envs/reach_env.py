@@ -165,8 +165,8 @@ class UrdfReachEnv(gym.Env):
 
     # --- gymnasium API ---------------------------------------------------------------------------
 
-    def _observation(self) -> np.ndarray | dict[str, np.ndarray]:
-        achieved = self.task.achieved_goal()
+    def _observation(self, achieved: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """Observation for the current state; ``achieved`` is ``task.achieved_goal()``, read once per step."""
         robot_obs = self._robot_observation()
         goal = self.task.goal
         if self.goal_conditioned:
@@ -177,11 +177,11 @@ class UrdfReachEnv(gym.Env):
             }
         return np.concatenate([robot_obs, achieved, goal, goal - achieved]).astype(np.float32)
 
-    def _info(self, torque_penalty: float) -> dict[str, Any]:
-        achieved = self.task.achieved_goal()
+    def _info(self, achieved: np.ndarray, torque_penalty: float) -> dict[str, Any]:
+        distances = self.task.distances(achieved, self.task.goal)
         info = {
-            "distance": float(self.task.distances(achieved, self.task.goal).max()),
-            "is_success": bool(self.task.is_success(achieved, self.task.goal)),
+            "distance": float(distances.max()),
+            "is_success": bool((distances < self.task.success_threshold).all()),
             "unstable": False,
         }
         self._update_info(info)
@@ -212,7 +212,8 @@ class UrdfReachEnv(gym.Env):
         self._reset_robot()
         for marker, position in zip(self.goal_markers, self.task.goal.reshape(-1, 3)):
             self.session.move_marker(marker, position)
-        return self._observation(), self._info(torque_penalty=0.0)
+        achieved = self.task.achieved_goal()
+        return self._observation(achieved), self._info(achieved, torque_penalty=0.0)
 
     def torques(self, action: np.ndarray) -> np.ndarray:
         """Joint torques (n_joints,), N m, for a normalised action in [-1, 1]."""
@@ -223,21 +224,26 @@ class UrdfReachEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():
             raise ValueError(f"action contains NaN or inf: {action}; check the policy's outputs.")
-        torque_penalty = self.task.torque_penalty(np.clip(action, -1.0, 1.0))
-        for _ in range(self.frame_skip):
-            self.robot.apply_torques(self.torques(action))
+        action = np.clip(action, -1.0, 1.0)
+        torque_penalty = self.task.torque_penalty(action)
+        torques = self.torques(action)
+        for substep in range(self.frame_skip):
+            if substep and self.gravity_compensation:  # gravity torques follow the pose at every physics step
+                torques = self.torques(action)
+            self.robot.apply_torques(torques)
             self.session.step()
 
-        observation = self._observation()
-        info = self._info(torque_penalty)
+        achieved = self.task.achieved_goal()
+        observation = self._observation(achieved)
+        info = self._info(achieved, torque_penalty)
         _, qdot = self.robot.joint_state()
-        unstable = not (np.all(np.isfinite(qdot)) and np.all(np.abs(qdot) <= self.max_joint_speed))
+        unstable = not np.abs(qdot).max() <= self.max_joint_speed  # also True for NaN
         if self.goal_conditioned:
-            unstable |= not all(np.all(np.isfinite(v)) for v in observation.values())
+            unstable |= not all(np.isfinite(v).all() for v in observation.values())
         else:
-            unstable |= not np.all(np.isfinite(observation))
+            unstable |= not np.isfinite(observation).all()
         if unstable:
             # A blown-up simulation must not reach the replay buffer as data: end the episode
             # with a finite observation and reward.
@@ -246,8 +252,7 @@ class UrdfReachEnv(gym.Env):
             return observation, -1.0, False, True, info
 
         # Reward from the float32 goals the agent sees, so HER's recomputation matches it exactly.
-        achieved, goal = self.task.achieved_goal().astype(np.float32), self.task.goal.astype(np.float32)
-        reward = float(self.task.compute_reward(achieved, goal, info))
+        reward = float(self.task.compute_reward(achieved.astype(np.float32), self.task.goal.astype(np.float32), info))
         terminated = self._terminated(info)
         return observation, reward, terminated, False, info
 

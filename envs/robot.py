@@ -65,6 +65,10 @@ class Robot:
             raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
         self.velocity_limits = np.array([joint_by_name[name][11] for name in joints], dtype=np.float64)  # rad/s or m/s
         self.all_actuated = [joint_by_name[name][0] for name in movable]
+        # Hot-path calls bound once: BulletClient looks every attribute up again and wraps it per call.
+        self._set_motors = self.client.setJointMotorControlArray
+        self._get_joint_states = self.client.getJointStates
+        self._get_link_state = self.client.getLinkState
         self.release_motors()
 
     @property
@@ -85,12 +89,13 @@ class Robot:
 
     def apply_torques(self, torques: np.ndarray) -> None:
         """Joint torques (n_joints,), N m (N for prismatic); must be re-sent every simulation step."""
-        self.client.setJointMotorControlArray(self.body, self.joint_indices, pybullet.TORQUE_CONTROL, forces=torques)
+        self._set_motors(self.body, self.joint_indices, pybullet.TORQUE_CONTROL, forces=np.asarray(torques).tolist())
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Positions (n_joints,) and velocities (n_joints,) of the actuated joints."""
-        states = self.client.getJointStates(self.body, self.joint_indices)
-        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+        states = self._get_joint_states(self.body, self.joint_indices)
+        positions, velocities = np.array([s[:2] for s in states]).T
+        return positions, velocities
 
     def gravity_torques(self) -> np.ndarray:
         """Torques (n_joints,) that hold the current pose against gravity (inverse dynamics).
@@ -121,4 +126,4 @@ class Robot:
         """World position (3,) of a link's frame origin, metres."""
         if link == -1:
             return np.array(self.client.getBasePositionAndOrientation(self.body)[0])
-        return np.array(self.client.getLinkState(self.body, link, computeForwardKinematics=True)[4])
+        return np.array(self._get_link_state(self.body, link, computeForwardKinematics=True)[4])

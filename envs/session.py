@@ -63,6 +63,7 @@ class PyBulletSession:
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self.client.setTimeStep(timestep)
         self.client.setGravity(0.0, 0.0, -gravity)
+        self._step_simulation = self.client.stepSimulation  # bound once: BulletClient re-wraps per lookup
 
     def load_urdf(
         self,
@@ -97,7 +98,7 @@ class PyBulletSession:
         self.client.restoreState(stateId=state_id)
 
     def step(self) -> None:
-        self.client.stepSimulation()
+        self._step_simulation()
 
     def render(
         self,

@@ -1,0 +1,418 @@
+"""Behaviour of ``PlanarArmReach-v0`` and ``UrdfReach-v0`` with real PyBullet physics (issue 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs  # noqa: F401  (registers the ids)
+from envs.session import URDF_DIR, check_urdf_xml
+
+
+def planar_arm_constants() -> dict[str, Any]:
+    """Lengths (m), masses (kg), inertias (kg m^2), efforts (N m) and damping (N m s/rad) from the URDF file."""
+    root = check_urdf_xml(URDF_DIR / "planar_arm_2link.urdf")
+    joint = {j.get("name"): j for j in root.iter("joint")}
+    link = {k.get("name"): k.find("inertial") for k in root.iter("link")}
+
+    def xyz(element: Any) -> list[float]:
+        return [float(v) for v in element.find("origin").get("xyz").split()]
+
+    return {
+        "z": xyz(joint["shoulder"])[2],
+        "l1": xyz(joint["elbow"])[0],
+        "l2": xyz(joint["fingertip_joint"])[0],
+        "m": [float(link[n].find("mass").get("value")) for n in ("upper_link", "fore_link", "fingertip")],
+        "izz": [float(link[n].find("inertia").get("izz")) for n in ("upper_link", "fore_link", "fingertip")],
+        "lc": [xyz(link[n])[0] for n in ("upper_link", "fore_link")],
+        "effort": np.array([float(joint[n].find("limit").get("effort")) for n in ("shoulder", "elbow")]),
+        "damping": np.array([float(joint[n].find("dynamics").get("damping")) for n in ("shoulder", "elbow")]),
+    }
+
+
+ARM = planar_arm_constants()
+L1, L2, Z_TIP = ARM["l1"], ARM["l2"], ARM["z"]
+M1, M2, M3 = ARM["m"]
+I1, I2, I3 = ARM["izz"]
+LC1, LC2 = ARM["lc"]
+EFFORT, DAMPING = ARM["effort"], ARM["damping"]
+TIMESTEP = 1.0 / 240.0
+
+KUKA = {"urdf": "kuka_iiwa/model.urdf", "end_effector": "lbr_iiwa_link_7"}
+KUKA_POSE = [0.3, 0.5, -0.2, -1.0, 0.4, 0.6, 0.1]
+
+
+@pytest.fixture
+def make_env() -> Iterator[Callable[..., gym.Env]]:
+    """``gym.make`` that closes every env it made when the test ends."""
+    made: list[gym.Env] = []
+
+    def make(env_id: str = "PlanarArmReach-v0", **kwargs: Any) -> gym.Env:
+        env = gym.make(env_id, **kwargs)
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        env.close()
+
+
+def fingertip_fk(q: np.ndarray) -> np.ndarray:
+    """Analytic planar 2-link forward kinematics, (..., 2) joint angles -> (..., 3) metres."""
+    q1, q12 = q[..., 0], q[..., 0] + q[..., 1]
+    x = L1 * np.cos(q1) + L2 * np.cos(q12)
+    y = L1 * np.sin(q1) + L2 * np.sin(q12)
+    return np.stack([x, y, np.full_like(x, Z_TIP)], axis=-1)
+
+
+def mass_matrix(q2: float) -> np.ndarray:
+    """Analytic 2x2 joint-space inertia of the planar arm (rods plus fingertip point mass), kg m^2."""
+    c = np.cos(q2)
+    m11 = I1 + M1 * LC1**2 + I2 + M2 * (L1**2 + LC2**2 + 2 * L1 * LC2 * c) + I3 + M3 * (L1**2 + L2**2 + 2 * L1 * L2 * c)
+    m12 = I2 + M2 * (LC2**2 + L1 * LC2 * c) + I3 + M3 * (L2**2 + L1 * L2 * c)
+    m22 = I2 + M2 * LC2**2 + I3 + M3 * L2**2
+    return np.array([[m11, m12], [m12, m22]])
+
+
+def planar_parts(obs: np.ndarray) -> dict[str, np.ndarray]:
+    """Split a PlanarArmReach observation into the documented fields."""
+    return {
+        "q": np.arctan2(obs[2:4], obs[0:2]),
+        "qdot": obs[4:6],
+        "tip": obs[6:9],
+        "goal": obs[9:12],
+        "delta": obs[12:15],
+    }
+
+
+# --- API conformance -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("PlanarArmReach-v0", {}),
+        ("PlanarArmReach-v0", {"goal_conditioned": True, "render_mode": "rgb_array"}),
+        ("UrdfReach-v0", KUKA),
+        ("UrdfReach-v0", {**KUKA, "goal_conditioned": True}),
+    ],
+)
+def test_gymnasium_and_sb3_check_env(make_env: Callable[..., gym.Env], env_id: str, kwargs: dict[str, Any]) -> None:
+    env = make_env(env_id, **kwargs).unwrapped
+    gym_check_env(env)
+    sb3_check_env(env, warn=False)
+    assert env.action_space == gym.spaces.Box(-1.0, 1.0, (env.robot.n_joints,), np.float32)
+
+
+def test_spaces_scaling_and_timing(make_env: Callable[..., gym.Env]) -> None:
+    planar = make_env().unwrapped
+    assert planar.observation_space.shape == (15,)
+    assert planar.frame_skip == 10 and planar.dt == pytest.approx(10 * TIMESTEP)
+    np.testing.assert_allclose(planar.torques(np.ones(2)), EFFORT)
+    np.testing.assert_allclose(planar.torques(np.array([-3.0, 0.5])), [-EFFORT[0], 0.5 * EFFORT[1]])  # clipped
+    kuka = make_env("UrdfReach-v0", **KUKA).unwrapped
+    assert kuka.observation_space.shape == (7 * 3 + 9,)
+    np.testing.assert_allclose(kuka.torques(np.ones(7)), np.full(7, 300.0))
+    # Only goal-conditioned envs expose compute_reward: SB3 treats any env that has it as a GoalEnv.
+    assert not hasattr(planar, "compute_reward")
+
+
+# --- physics -----------------------------------------------------------------------------------------
+
+
+def test_fingertip_matches_analytic_forward_kinematics(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env().unwrapped
+    rng = np.random.default_rng(0)
+    lower, upper = env.robot.joint_limits
+    for q in rng.uniform(lower, upper, size=(50, 2)):
+        env.robot.set_joint_positions(q)
+        np.testing.assert_allclose(env.task.achieved_goal(), fingertip_fk(q), atol=1e-9)
+
+    # And along a torque-driven trajectory, read from the observation alone.
+    obs, _ = env.reset(seed=1)
+    env.action_space.seed(1)
+    for _ in range(30):
+        obs, *_ = env.step(env.action_space.sample())
+        parts = planar_parts(obs)
+        np.testing.assert_allclose(parts["tip"], fingertip_fk(parts["q"]), atol=1e-5)
+        np.testing.assert_allclose(parts["delta"], parts["goal"] - parts["tip"], atol=1e-6)
+
+
+@pytest.mark.parametrize("q0", [(0.0, 0.0), (0.3, 1.2), (-1.0, -2.0)])
+@pytest.mark.parametrize("action", [(1.0, 0.0), (0.0, 1.0), (-0.5, 0.7)])
+def test_torque_from_rest_gives_analytic_acceleration(
+    make_env: Callable[..., gym.Env], q0: tuple[float, float], action: tuple[float, float]
+) -> None:
+    """One physics step from rest: qdot = dt * M(q)^-1 * tau, with tau = action * effort limit."""
+    env = make_env(frame_skip=1, initial_joint_positions=q0, initial_joint_noise=0.0).unwrapped
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_allclose(planar_parts(obs)["qdot"], 0.0)
+    obs, *_ = env.step(np.array(action, dtype=np.float32))
+    q, qdot = env.robot.joint_state()
+    expected = TIMESTEP * np.linalg.solve(mass_matrix(q0[1]), np.array(action) * EFFORT)
+    np.testing.assert_allclose(qdot, expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(q - np.array(q0), TIMESTEP * expected, rtol=1e-6, atol=1e-12)  # semi-implicit Euler
+
+
+def test_joint_damping_from_the_urdf(make_env: Callable[..., gym.Env]) -> None:
+    """At q = 0 (no Coriolis terms) with zero torque, one step changes qdot by -dt * M^-1 * D * qdot."""
+    env = make_env(frame_skip=1, initial_joint_noise=0.0).unwrapped
+    env.reset(seed=0)
+    qdot0 = np.array([2.0, -1.5])
+    for index, velocity in zip(env.robot.joint_indices, qdot0):
+        env.robot.client.resetJointState(env.robot.body, index, 0.0, velocity)
+    env.step(np.zeros(2, dtype=np.float32))
+    expected = -TIMESTEP * np.linalg.solve(mass_matrix(0.0), DAMPING * qdot0)
+    np.testing.assert_allclose(env.robot.joint_state()[1] - qdot0, expected, rtol=0.01)
+
+
+@pytest.mark.parametrize("joint", [0, 1])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_joint_torque_from_rest_moves_that_joint_its_way(
+    make_env: Callable[..., gym.Env], joint: int, sign: float
+) -> None:
+    env = make_env(initial_joint_positions=(0.2, 0.5), initial_joint_noise=0.0)
+    q_start = planar_parts(env.reset(seed=0)[0])["q"]
+    action = np.zeros(2, dtype=np.float32)
+    action[joint] = sign
+    for _ in range(5):
+        obs, *_ = env.step(action)
+        parts = planar_parts(obs)
+        assert sign * (parts["q"][joint] - q_start[joint]) > 1e-3
+        assert sign * parts["qdot"][joint] > 0.0
+
+
+def test_kuka_gravity_compensation_and_positive_torque(make_env: Callable[..., gym.Env]) -> None:
+    """With gravity cancelled, the arm holds still at zero action and each joint's torque drives it."""
+    env = make_env("UrdfReach-v0", **KUKA, frame_skip=1, gravity_compensation=True, initial_joint_positions=KUKA_POSE)
+    robot = env.unwrapped.robot
+    env.reset(seed=0)
+    for _ in range(10):
+        env.step(np.zeros(7, dtype=np.float32))
+    np.testing.assert_allclose(robot.joint_state()[1], 0.0, atol=1e-6)
+
+    for joint in range(7):
+        env.reset(seed=0)
+        q_start, _ = robot.joint_state()
+        action = np.zeros(7, dtype=np.float32)
+        action[joint] = 0.02
+        env.step(action)
+        q, qdot = robot.joint_state()
+        mass = np.array(robot.client.calculateMassMatrix(robot.body, list(q_start)))
+        np.testing.assert_allclose(qdot, TIMESTEP * np.linalg.solve(mass, action * robot.torque_limits), atol=1e-9)
+        assert q[joint] > q_start[joint]
+
+
+def test_no_compensation_means_the_kuka_sags(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env("UrdfReach-v0", **KUKA, initial_joint_positions=KUKA_POSE)
+    env.reset(seed=0)
+    env.step(np.zeros(7, dtype=np.float32))
+    assert np.abs(env.unwrapped.robot.joint_state()[1]).max() > 0.1
+
+
+def test_frame_skip_is_physics_steps_per_env_step(make_env: Callable[..., gym.Env]) -> None:
+    action = np.array([0.8, -0.6], dtype=np.float32)
+    coarse = make_env(frame_skip=10, initial_joint_noise=0.0)
+    fine = make_env(frame_skip=5, initial_joint_noise=0.0)
+    coarse.reset(seed=0)
+    fine.reset(seed=0)
+    obs_coarse, *_ = coarse.step(action)
+    fine.step(action)
+    obs_fine, *_ = fine.step(action)
+    np.testing.assert_array_equal(obs_coarse, obs_fine)
+    assert coarse.unwrapped.dt == pytest.approx(2 * fine.unwrapped.dt)
+
+
+# --- seeding and goals -----------------------------------------------------------------------------
+
+
+def rollout(env: gym.Env, seed: int, steps: int = 60) -> np.ndarray:
+    """Observations of a seeded random-action rollout, resetting on episode end."""
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    trajectory = [obs]
+    for _ in range(steps):
+        obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
+        trajectory.append(obs)
+        if terminated or truncated:
+            trajectory.append(env.reset()[0])
+    return np.array(trajectory)
+
+
+def test_same_seed_same_trajectory(make_env: Callable[..., gym.Env]) -> None:
+    first, second = make_env(), make_env()
+    reference = rollout(first, seed=7)  # 60 steps cross the 50-step time limit: includes an unseeded reset
+    np.testing.assert_array_equal(rollout(second, seed=7), reference)
+    np.testing.assert_array_equal(rollout(first, seed=7), reference)  # same env, after other steps
+    assert not np.allclose(rollout(second, seed=8)[0], reference[0])  # the seed sets start pose and goal
+
+
+def test_sampled_goals_are_reachable(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env()
+    for seed in range(20):
+        goal = planar_parts(env.reset(seed=seed)[0])["goal"]
+        assert goal[2] == pytest.approx(Z_TIP, abs=1e-6)
+        assert 0.2 <= np.hypot(goal[0], goal[1]) <= L1 + L2 + 1e-6
+
+
+def test_explicit_goal_is_the_one_used(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env(initial_joint_noise=0.0)
+    goal = np.array([0.3, -0.4, 0.1])
+    obs, info = env.reset(seed=0, options={"goal": goal})
+    np.testing.assert_allclose(planar_parts(obs)["goal"], goal, atol=1e-7)
+    # Start pose is q = 0: the fingertip is at (0.9, 0, 0.1).
+    assert info["distance"] == pytest.approx(np.linalg.norm([0.9, 0.0, 0.1] - goal), abs=1e-6)
+    assert info["is_success"] is False
+    for _ in range(3):
+        obs, reward, _, _, info = env.step(np.array([-0.5, 0.2], dtype=np.float32))
+        parts = planar_parts(obs)
+        np.testing.assert_allclose(parts["goal"], goal, atol=1e-7)
+        assert info["distance"] == pytest.approx(np.linalg.norm(parts["tip"] - goal), abs=1e-5)
+        assert reward == pytest.approx(-info["distance"], abs=1e-5)  # dense, no torque cost
+    marker = env.unwrapped.goal_markers[0]
+    np.testing.assert_allclose(env.unwrapped.session.client.getBasePositionAndOrientation(marker)[0], goal)
+
+    _, info = env.reset(seed=0, options={"goal": [0.9, 0.0, 0.1]})  # the fingertip itself
+    assert info["is_success"] is True and info["distance"] < 1e-6
+    assert not np.allclose(planar_parts(env.reset(seed=0)[0])["goal"], goal)  # no option: sampled again
+
+    with pytest.raises(ValueError, match=r"options\['goal'\] must be 3 finite numbers"):
+        env.reset(options={"goal": [0.1, 0.2]})
+
+
+def test_explicit_goal_goal_conditioned(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env(goal_conditioned=True, initial_joint_noise=0.0)
+    obs, _ = env.reset(seed=0, options={"goal": [0.1, 0.5, 0.1]})
+    np.testing.assert_allclose(obs["desired_goal"], [0.1, 0.5, 0.1], atol=1e-7)
+    np.testing.assert_allclose(obs["achieved_goal"], [0.9, 0.0, 0.1], atol=1e-6)
+    np.testing.assert_allclose(obs["observation"][-3:], obs["achieved_goal"])
+
+
+# --- goal-conditioned reward (HER) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reward_type", ["dense", "sparse"])
+@pytest.mark.parametrize("torque_cost", [0.0, 0.1])
+def test_vectorised_compute_reward_matches_step_rewards(
+    make_env: Callable[..., gym.Env], reward_type: str, torque_cost: float
+) -> None:
+    env = make_env(goal_conditioned=True, reward_type=reward_type, torque_cost=torque_cost, success_threshold=0.05)
+    env.reset(seed=3)
+    env.action_space.seed(3)
+    achieved, desired, infos, rewards = [], [], [], []
+    for _ in range(20):
+        obs, reward, _, _, info = env.step(env.action_space.sample())
+        achieved.append(obs["achieved_goal"])
+        desired.append(obs["desired_goal"])
+        infos.append(info)
+        rewards.append(reward)
+    achieved, desired, infos = np.array(achieved), np.array(desired), np.array(infos)
+    compute_reward = env.unwrapped.compute_reward
+
+    np.testing.assert_allclose(compute_reward(achieved, desired, infos), rewards, rtol=1e-6, atol=1e-7)
+    if torque_cost == 0.0:  # the issue's form: one info repeated
+        np.testing.assert_allclose(compute_reward(achieved, desired, np.array([info] * 20)), rewards, atol=1e-7)
+    # HER relabelling with the achieved goal itself: success, so only the torque penalty remains.
+    penalties = np.array([i["penalty"] for i in infos])
+    assert np.all(penalties >= 0) and (torque_cost == 0.0) == np.all(penalties == 0)
+    np.testing.assert_allclose(compute_reward(achieved, achieved, infos), -penalties, atol=1e-9)
+    if reward_type == "sparse":
+        far = achieved + np.array([1.0, 0.0, 0.0], dtype=np.float32)
+        np.testing.assert_allclose(compute_reward(achieved, far, infos), -1.0 - penalties, atol=1e-9)
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+
+def test_rgb_array_render_shows_the_arm_moving(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env(render_mode="rgb_array", initial_joint_noise=0.0)
+    env.reset(seed=0)
+    before = env.render()
+    assert before.dtype == np.uint8 and before.ndim == 3 and before.shape[2] == 3
+    assert before.std() > 10.0 and len(np.unique(before.reshape(-1, 3), axis=0)) > 20  # not blank
+    for _ in range(10):
+        env.step(np.array([1.0, 1.0], dtype=np.float32))
+    after = env.render()
+    assert after.shape == before.shape
+    changed = np.any(after != before, axis=-1).mean()
+    assert changed > 0.005, f"only {changed:.2%} of pixels changed after the arm moved"
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+def assert_single_error(excinfo: pytest.ExceptionInfo) -> None:
+    """The error stands alone: no chained traceback from PyBullet or the XML parser."""
+    err = excinfo.value
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+def test_nan_action_raises(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env()
+    env.reset(seed=0)
+    for bad in ([np.nan, 0.0], [0.0, np.inf]):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            env.step(np.array(bad, dtype=np.float32))
+
+
+def test_instability_guard_truncates_with_finite_output(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env(max_joint_speed=1e-3)
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(np.ones(2, dtype=np.float32))
+    assert truncated is True and terminated is False
+    assert info["unstable"] is True
+    assert np.all(np.isfinite(obs)) and np.isfinite(reward)
+    _, info = env.reset(seed=0)
+    assert info["unstable"] is False
+    _, _, _, truncated, info = env.step(np.zeros(2, dtype=np.float32))  # at rest: stable
+    assert truncated is False and info["unstable"] is False
+
+
+def test_missing_urdf(make_env: Callable[..., gym.Env], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no_such_robot.urdf") as excinfo:
+        make_env("UrdfReach-v0", urdf="no_such_robot.urdf", end_effector="tip")
+    assert_single_error(excinfo)
+    missing = tmp_path / "gone.urdf"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        make_env("UrdfReach-v0", urdf=str(missing), end_effector="tip")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('<robot name="broken"><link name="base">', "malformed XML"),  # truncated file
+        ('<?xml version="1.0"?><link name="base"/>', "expected <robot>"),
+        (  # well-formed XML, but the joint's child link does not exist
+            '<robot name="r"><link name="base"/><joint name="j" type="revolute"><parent link="base"/>'
+            '<child link="ghost"/><limit lower="-1" upper="1" effort="1" velocity="1"/></joint></robot>',
+            "could not load URDF",
+        ),
+    ],
+)
+def test_malformed_urdf(make_env: Callable[..., gym.Env], tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "broken.urdf"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as excinfo:
+        make_env("UrdfReach-v0", urdf=str(path), end_effector="base")
+    assert str(path) in str(excinfo.value)
+    assert_single_error(excinfo)
+
+
+def test_unknown_end_effector_link(make_env: Callable[..., gym.Env]) -> None:
+    with pytest.raises(ValueError, match="unknown link 'hand'.*fingertip") as excinfo:
+        make_env(end_effector="hand")
+    assert_single_error(excinfo)
+
+
+@pytest.mark.parametrize("joint", ["wrist", "fingertip_joint"])  # absent; present but fixed
+def test_unknown_or_fixed_joint(make_env: Callable[..., gym.Env], joint: str) -> None:
+    with pytest.raises(ValueError, match=f"joint '{joint}'.*'shoulder', 'elbow'") as excinfo:
+        make_env(joints=["shoulder", joint])
+    assert_single_error(excinfo)
