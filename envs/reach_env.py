@@ -228,12 +228,14 @@ class UrdfReachEnv(gym.Env):
             raise ValueError(f"action contains NaN or inf: {action}; check the policy's outputs.")
         action = np.clip(action, -1.0, 1.0)
         torque_penalty = self.task.torque_penalty(action)
-        torques = self.torques(action)
+        # A list: PyBullet reads it faster than an array, and it is sent once per physics step.
+        torques = self.torques(action).tolist()
+        apply_torques, physics_step = self.robot.apply_torques, self.session.step
         for substep in range(self.frame_skip):
             if substep and self.gravity_compensation:  # gravity torques follow the pose at every physics step
-                torques = self.torques(action)
-            self.robot.apply_torques(torques)
-            self.session.step()
+                torques = self.torques(action).tolist()
+            apply_torques(torques)
+            physics_step()
 
         achieved = self.task.achieved_goal()
         observation = self._observation(achieved)

@@ -87,9 +87,12 @@ class Robot:
             self.body, self.all_actuated, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(self.all_actuated)
         )
 
-    def apply_torques(self, torques: np.ndarray) -> None:
-        """Joint torques (n_joints,), N m (N for prismatic); must be re-sent every simulation step."""
-        self._set_motors(self.body, self.joint_indices, pybullet.TORQUE_CONTROL, forces=np.asarray(torques).tolist())
+    def apply_torques(self, torques: Sequence[float] | np.ndarray) -> None:
+        """Joint torques (n_joints,), N m (N for prismatic); must be re-sent every simulation step.
+
+        A list is the fastest form for PyBullet to read.
+        """
+        self._set_motors(self.body, self.joint_indices, pybullet.TORQUE_CONTROL, forces=torques)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Positions (n_joints,) and velocities (n_joints,) of the actuated joints."""
