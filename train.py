@@ -11,6 +11,7 @@ final_model.zip, metrics.json (final evaluation), progress.csv, video.mp4, wandb
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -114,6 +115,34 @@ def record_video(cfg: DictConfig, model, path: Path) -> Path:
     return path
 
 
+def check_resume_argument(argv: list[str]) -> str | None:
+    """The problem with a ``resume=<run dir>`` argument, checked before Hydra creates any directory."""
+    for argument in argv:
+        if not argument.startswith("resume="):
+            continue
+        value = argument.split("=", 1)[1].strip("'\"")
+        if value in ("", "null"):
+            return None
+        if not (Path(value) / ".hydra" / "config.yaml").is_file():
+            what = "is not a run directory (no .hydra/config.yaml)" if Path(value).is_dir() else "does not exist"
+            return (
+                f"resume={value}: {what}; pass the directory of an earlier run, e.g. resume=outputs/<date>/<time>_..."
+            )
+    return None
+
+
+def report_failed_job(error: BaseException) -> None:
+    """In a multirun: one line naming the failed job, on stderr and in ``<sweep dir>/failed_jobs.txt``."""
+    hydra_cfg = HydraConfig.get()
+    line = f"job #{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname or 'no overrides'}) failed: {error}"
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    logging.getLogger(__name__).error(line)
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / "failed_jobs.txt", "a") as handle:  # one short append per job: no interleaving
+        handle.write(line.replace("\n", " ") + "\n")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -125,9 +154,15 @@ def main(cfg: DictConfig) -> float:
         if not cfg.resume and not (run_dir / "checkpoints").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         if multirun:
+            # The launcher records the failure and runs the other jobs; the sweep exits non-zero at the end.
+            report_failed_job(error)
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        if multirun:
+            report_failed_job(error)
+        raise
 
 
 def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
@@ -148,7 +183,14 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         env = checkpoints.load_vec_normalize(latest, env) or env
         model = ALGORITHMS[cfg.algo.name].load(latest / checkpoints.MODEL_FILE, env=env, device=cfg.device)
         if (latest / checkpoints.REPLAY_FILE).exists():
-            model.load_replay_buffer(latest / checkpoints.REPLAY_FILE)
+            try:
+                model.load_replay_buffer(latest / checkpoints.REPLAY_FILE)
+            except Exception as error:  # truncated or garbled pickle
+                raise ValueError(
+                    f"corrupt replay buffer in {latest} ({type(error).__name__}); delete that directory "
+                    "to resume from the checkpoint before it."
+                ) from None
+        print(f"resumed from {latest} at step {model.num_timesteps}", flush=True)
     else:
         if cfg.normalize_observations:
             env = VecNormalize(env, norm_reward=False)
@@ -203,4 +245,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
 
 
 if __name__ == "__main__":
+    # Hydra makes the run directory (resume= reuses it) before main runs: check resume= first.
+    if problem := check_resume_argument(sys.argv[1:]):
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

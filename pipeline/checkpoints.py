@@ -90,12 +90,20 @@ def save_checkpoint(
     (tmp / STATE_FILE).write_text(json.dumps({**state, "num_timesteps": model.num_timesteps}, indent=2) + "\n")
     fsync_tree(tmp)
     if final.exists():  # same step saved again (e.g. a resume that did not advance)
-        shutil.rmtree(final)
+        remove_checkpoint(final)
     os.replace(tmp, final)
     fsync_dir(directory)
     for old in complete_checkpoints(directory)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_checkpoint(old)
     return final
+
+
+def remove_checkpoint(checkpoint: Path) -> None:
+    """Rename out of ``step_*`` first, so a crash mid-delete never leaves a half-deleted checkpoint."""
+    trash = checkpoint.with_name(f".tmp-{os.getpid()}-delete-{checkpoint.name}")
+    os.replace(checkpoint, trash)
+    fsync_dir(checkpoint.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def is_complete(checkpoint: Path) -> bool:

@@ -147,6 +147,7 @@ class WandbConfig:
     tags: list[str] = field(default_factory=list)
     video: bool = True  # log the final policy's video.mp4 to the run
     video_episodes: int = 2  # episodes in video.mp4 (0: no video)
+    init_timeout: float = 30.0  # seconds to reach the server when online; then offline, with one warning
 
 
 @dataclass
@@ -203,6 +204,8 @@ def validate_config(cfg: Any) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ValueError(f"{key} must be > 0, got {value}; set it on the command line, e.g. {key}=<positive>.")
+    if not cfg.wandb.init_timeout > 0:
+        raise ValueError(f"wandb.init_timeout must be > 0 seconds, got {cfg.wandb.init_timeout}.")
     for key in ("eval.freq", "checkpoint.freq", "algo.learning_starts", "wandb.video_episodes"):
         if OmegaConf.select(cfg, key) < 0:
             raise ValueError(f"{key} must be >= 0 (0 turns it off), got {OmegaConf.select(cfg, key)}.")

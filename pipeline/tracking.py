@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from typing import Any
 from urllib.parse import urlparse
 
@@ -46,20 +47,32 @@ def init_run(
     mode = resolve_mode(wandb_cfg.mode)
     if mode == "disabled":
         return None
-    return wandb.init(
-        project=wandb_cfg.project,
-        entity=wandb_cfg.entity,
-        name=wandb_cfg.name,
-        group=wandb_cfg.group or group,
-        tags=list(wandb_cfg.tags),
-        config=config,
-        dir=directory,
-        id=run_id,
-        resume="allow" if run_id else None,
-        mode=mode,
-        job_type=job_type,
-        settings=wandb.Settings(silent=True, console="off", init_timeout=60),
-    )
+    kwargs = {
+        "project": wandb_cfg.project,
+        "entity": wandb_cfg.entity,
+        "name": wandb_cfg.name,
+        "group": wandb_cfg.group or group,
+        "tags": list(wandb_cfg.tags),
+        "config": config,
+        "dir": directory,
+        "id": run_id,
+        "resume": "allow" if run_id else None,
+        "job_type": job_type,
+    }
+    settings = wandb.Settings(silent=True, console="off", init_timeout=wandb_cfg.init_timeout)
+    if mode != "online":
+        return wandb.init(mode=mode, settings=settings, **kwargs)
+    try:  # bounded by init_timeout: no network or no credentials must not stall training
+        return wandb.init(mode="online", settings=settings, **kwargs)
+    except wandb.errors.Error as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        print(
+            f"warning: wandb online init failed ({reason}); logging offline under {directory}/wandb, "
+            "upload later with `wandb sync <run dir>/wandb/offline-run-*`.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return wandb.init(mode="offline", settings=settings, **kwargs)
 
 
 class WandbOutputFormat(KVWriter):

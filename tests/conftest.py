@@ -1,0 +1,123 @@
+"""Helpers for the end-to-end tests: run ``train.py`` as a real subprocess with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "train.py"
+
+# A run of a few seconds: 200 env steps, two checkpoints, two periodic evaluations, a one-episode video.
+TINY = [
+    "total_timesteps=200",
+    "algo.learning_starts=100",
+    "algo.batch_size=16",
+    "algo.net_arch=[16,16]",
+    "algo.buffer_size=2000",
+    "env.max_episode_steps=25",
+    "eval.freq=100",
+    "eval.periodic_goals=2",
+    "eval.final_goals=3",
+    "checkpoint.freq=100",
+    "wandb.video_episodes=1",
+    "wandb.mode=offline",
+]
+
+
+def train_env(**extra: str) -> dict[str, str]:
+    """The subprocess environment: quiet wandb, no W&B credentials or mode from the developer's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"WANDB_SILENT": "true", "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}, **extra)
+    return env
+
+
+def run_train(cwd: Path, *overrides: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    """``python train.py <overrides>`` in ``cwd``, never reading stdin; stdout and stderr captured."""
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *overrides],
+        cwd=cwd,
+        env=train_env(**env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def offline_run_dirs(run_dir: Path) -> list[Path]:
+    """``run_dir/wandb/offline-run-<time>-<id>`` directories, oldest first."""
+    return sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
+
+
+def wandb_summary(offline_run_dir: Path) -> dict[str, Any]:
+    """State, run id and summary of an offline run, read from its .wandb file by ``wandb leet inspect``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(offline_run_dir)],
+        env=train_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wandb_history(offline_run_dir: Path) -> list[dict[str, Any]]:
+    """The history rows (``run.log`` calls) of an offline run, as ``{key: value}`` dicts."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline_run_dir)],
+        env=train_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    records = (json.loads(line) for line in result.stdout.splitlines())
+    return [record["history"]["item"] for record in records if record.get("type") == "history"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of one finished tiny training run (read-only: copy it to modify)."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    run_dir = cwd / "run"
+    check_ok(run_train(cwd, *TINY, f"hydra.run.dir={run_dir}"))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def joblib_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A 2-job joblib multirun of the tiny config, side by side; the jobs differ only in the wandb name."""
+    cwd = tmp_path_factory.mktemp("joblib")
+    sweep_dir = cwd / "sweep"
+    result = run_train(
+        cwd,
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+        "wandb.name=a,b",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    return sweep_dir, result

@@ -1,0 +1,150 @@
+"""Issue 4 acceptance: ``train.py`` end to end with real Hydra, SB3 and offline wandb, tiny budgets."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from stable_baselines3 import DDPG
+
+from pipeline import checkpoints
+from pipeline.factory import make_env
+from tests.conftest import (
+    TINY,
+    check_ok,
+    offline_run_dirs,
+    read_json,
+    run_train,
+    wandb_history,
+    wandb_summary,
+)
+
+STEPS = 200  # total_timesteps of TINY
+
+
+def step_dirs(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
+    config = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    assert config.total_timesteps == STEPS and config.env.id == "PlanarArmReach-v0" and config.algo.name == "ddpg"
+    # checkpoint.freq=100: checkpoints at 100 and 200 (keep=2), each complete, with its step.
+    assert step_dirs(tiny_run) == ["step_000000000100", "step_000000000200"]
+    for step in (100, 200):
+        checkpoint = tiny_run / "checkpoints" / f"step_{step:012d}"
+        assert {p.name for p in checkpoint.iterdir()} == {"model.zip", "replay_buffer.pkl", "state.json"}
+        assert checkpoints.is_complete(checkpoint)
+        assert checkpoints.read_state(checkpoint)["num_timesteps"] == step
+    for name in ("best_model.zip", "final_model.zip", "video.mp4", "progress.csv"):
+        assert (tiny_run / name).stat().st_size > 0, name
+    metrics = read_json(tiny_run / "metrics.json")
+    assert 0.0 <= metrics["success_rate"] <= 1.0
+    assert metrics["num_timesteps"] == STEPS and metrics["n_episodes"] == 3 and len(metrics["episodes"]) == 3
+    assert all(episode["steps"] == 25 for episode in metrics["episodes"])  # env.max_episode_steps=25
+    run_id = read_json(tiny_run / "run.json")["wandb_run_id"]
+    assert [p.name.rsplit("-", 1)[1] for p in offline_run_dirs(tiny_run)] == [run_id]
+    assert not list((tiny_run / "checkpoints").glob(".tmp-*")) and not list(tiny_run.glob(".tmp-*"))
+
+
+def test_saved_models_reload_and_act(tiny_run: Path) -> None:
+    config = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    env = make_env(config.env)
+    try:
+        for name in ("final_model.zip", "best_model.zip", "checkpoints/step_000000000200/model.zip"):
+            model = DDPG.load(tiny_run / name, env=env, device="cpu")
+            assert model.num_timesteps in (100, 200)
+            observation, _ = env.reset(seed=7)
+            for _ in range(5):
+                action, _ = model.predict(observation, deterministic=True)
+                assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
+                observation, reward, _, _, info = env.step(action)
+                assert np.isfinite(reward) and not info["unstable"]
+        # The final model and checkpoint step 200 are the same weights: identical deterministic actions.
+        final = DDPG.load(tiny_run / "final_model.zip", env=env, device="cpu")
+        last = DDPG.load(tiny_run / "checkpoints/step_000000000200/model.zip", env=env, device="cpu")
+        observation, _ = env.reset(seed=3)
+        np.testing.assert_array_equal(final.predict(observation, True)[0], last.predict(observation, True)[0])
+    finally:
+        env.close()
+
+
+def test_offline_wandb_files_hold_the_metrics(tiny_run: Path) -> None:
+    metrics = read_json(tiny_run / "metrics.json")
+    (offline,) = offline_run_dirs(tiny_run)
+    summary = wandb_summary(offline)
+    assert summary["state"] == "finished" and summary["exit_code"] == 0
+    assert summary["run_id"] == read_json(tiny_run / "run.json")["wandb_run_id"]
+    for key in ("success_rate", "final_distance_mean", "final_distance_p95", "mean_abs_torque", "num_timesteps"):
+        assert summary["summary"][f"final/{key}"] == pytest.approx(metrics[key], rel=1e-12), key
+    assert summary["config"]["total_timesteps"] == STEPS
+    # Periodic evaluations at steps 100 and 200, keyed by env steps.
+    evaluations = [row for row in wandb_history(offline) if "eval/success_rate" in row]
+    assert [row["global_step"] for row in evaluations] == [100, 200]
+
+
+def test_resume_continues_step_count_and_wandb_run(tiny_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    run_id = read_json(run_dir / "run.json")["wandb_run_id"]
+    result = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400")
+    check_ok(result)
+    assert f"resumed from {run_dir / 'checkpoints' / 'step_000000000200'} at step 200" in result.stdout
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 400
+    assert step_dirs(run_dir) == ["step_000000000300", "step_000000000400"]
+    assert [checkpoints.read_state(p)["wandb_run_id"] for p in (run_dir / "checkpoints").iterdir()] == [run_id] * 2
+    assert read_json(run_dir / "run.json")["wandb_run_id"] == run_id
+    offline = offline_run_dirs(run_dir)
+    assert len(offline) == 2 and {p.name.rsplit("-", 1)[1] for p in offline} == {run_id}
+    assert wandb_summary(offline[-1])["summary"]["final/num_timesteps"] == 400
+    # The run keeps its original config; the resume's own Hydra files go to .hydra_resume/.
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").total_timesteps == STEPS
+    assert (run_dir / ".hydra_resume" / "overrides.yaml").exists()
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_joblib_multirun_finishes(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    sweep_dir, result = joblib_sweep
+    check_ok(result)
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
+    groups = set()
+    for job in jobs:
+        assert read_json(job / "metrics.json")["num_timesteps"] == STEPS
+        assert (job / "final_model.zip").exists() and len(step_dirs(job)) == 2
+        (offline,) = offline_run_dirs(job)
+        groups.add(read_json(job / "run.json")["wandb_group"])
+        assert wandb_summary(offline)["summary"]["final/num_timesteps"] == STEPS
+    assert groups == {f"sweep-{sweep_dir.name}"}  # one wandb group per sweep
+
+
+def test_submitit_local_multirun_finishes(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    overrides = [o for o in TINY if not o.startswith(("eval.freq", "wandb.video"))]
+    result = run_train(
+        tmp_path,
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        *overrides,
+        "eval.freq=0",
+        "wandb.video_episodes=0",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    check_ok(result)
+    jobs = [next(sweep_dir.glob(f"{n}_*seed={n}*")) for n in (0, 1)]
+    metrics = [read_json(job / "metrics.json") for job in jobs]
+    assert [m["num_timesteps"] for m in metrics] == [STEPS, STEPS]
+    assert metrics[0]["episodes"] != metrics[1]["episodes"]  # different seeds, different policies
+
+
+def test_misspelled_override_fails_without_run_dir(tmp_path: Path) -> None:
+    result = run_train(tmp_path, "total_timestep=200", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "Key 'total_timestep' not in 'TrainConfig'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
