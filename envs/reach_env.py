@@ -66,7 +66,7 @@ class UrdfReachEnv(gym.Env):
         fixed_base: bool = True,
         base_position: Sequence[float] = (0.0, 0.0, 0.0),
         gravity_compensation: bool = False,
-        max_joint_speed: float = 100.0,
+        max_joint_speed: float = 50.0,
         render_mode: str | None = None,
         camera_distance: float = 1.6,
     ) -> None:
@@ -247,16 +247,17 @@ class UrdfReachEnv(gym.Env):
         else:
             unstable |= not np.isfinite(observation).all()
         if unstable:
-            # A blown-up simulation must not reach the replay buffer as data: end the episode
-            # with a finite observation and reward.
+            # A blown-up simulation must not reach the replay buffer as NaN: truncate the episode
+            # with a finite observation, and a reward that HER's recomputation still matches.
             info["unstable"] = True
             observation = self._sanitise(observation)
-            return observation, -1.0, False, True, info
+            achieved = np.nan_to_num(achieved, nan=0.0, posinf=0.0, neginf=0.0)
+            info["penalty"] = float(np.nan_to_num(info["penalty"], nan=0.0, posinf=0.0, neginf=0.0))
 
         # Reward from the float32 goals the agent sees, so HER's recomputation matches it exactly.
         reward = float(self.task.compute_reward(achieved.astype(np.float32), self.task.goal.astype(np.float32), info))
-        terminated = self._terminated(info)
-        return observation, reward, terminated, False, info
+        terminated = not unstable and self._terminated(info)
+        return observation, reward, terminated, unstable, info
 
     @staticmethod
     def _sanitise(observation: Any) -> Any:

@@ -9,7 +9,7 @@ import numpy as np
 
 from envs.robot import Robot
 
-REWARD_TYPES = ("dense", "sparse")
+REWARD_TYPES = ("dense", "sparse", "mixed")
 
 
 class ReachTask:
@@ -18,7 +18,8 @@ class ReachTask:
     :param robot: the robot whose links must reach.
     :param end_effectors: link names; the goal is one 3-D point per link, concatenated (3 * k,).
     :param success_threshold: success when every end effector is this close to its goal, metres.
-    :param reward_type: ``"dense"`` (minus mean distance, metres) or ``"sparse"`` (-1 until success, then 0).
+    :param reward_type: ``"dense"`` (minus mean distance, metres), ``"sparse"`` (-1 until success, then 0)
+        or ``"mixed"`` (their sum: the dense term guides, the step at the threshold asks for precision).
     :param torque_cost: weight of the mean squared normalised action subtracted from the reward.
     """
 
@@ -69,11 +70,12 @@ class ReachTask:
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """Reward for a batch (..., 3k) of goals; ``info`` is one dict or an array of dicts (HER)."""
-        if self.reward_type == "sparse":
-            reward = self.is_success(achieved_goal, desired_goal).astype(np.float64) - 1.0
-        else:
-            distances = self.distances(achieved_goal, desired_goal)
-            reward = -distances.sum(axis=-1) / distances.shape[-1]  # the mean; ndarray.mean costs 3x more
+        distances = self.distances(achieved_goal, desired_goal)
+        reward = np.zeros(distances.shape[:-1], dtype=distances.dtype)
+        if self.reward_type in ("sparse", "mixed"):
+            reward = reward + np.all(distances < self.success_threshold, axis=-1) - 1.0
+        if self.reward_type in ("dense", "mixed"):
+            reward = reward - distances.sum(axis=-1) / distances.shape[-1]  # the mean; ndarray.mean costs 3x more
         # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's
         # relabelled rewards keep them.
         if isinstance(info, dict):
