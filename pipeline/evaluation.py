@@ -1,15 +1,22 @@
-"""Run a controller on a fixed, seeded set of goals and summarise what it achieved."""
+"""Run a controller on a fixed, seeded set of goals, summarise what it achieved, plot and film it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import imageio
+import matplotlib
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
+
+matplotlib.use("Agg")  # headless: files only
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 Observation = Any
 Controller = Callable[[Observation], np.ndarray]  # observation -> normalised action in [-1, 1]
@@ -33,7 +40,8 @@ class EpisodeResult:
     episode_return: float
     mean_abs_torque: float
     steps: int
-    distances: list[float] = field(default_factory=list, repr=False)
+    control_time_us: float = float("nan")  # mean wall time of one controller call, microseconds
+    distances: list[float] = field(default_factory=list, repr=False)  # largest end-effector error per step, m
 
 
 def policy_controller(model: BaseAlgorithm, vec_normalize: VecNormalize | None = None) -> Controller:
@@ -55,9 +63,11 @@ def run_episode(
     unwrapped = env.unwrapped
     goal = unwrapped.task.goal.tolist()
     episode_return, torques, distances, successes = 0.0, [], [info["distance"]], [info["is_success"]]
-    done = False
+    control_time, done = 0.0, False
     while not done:
+        start = time.perf_counter()
         action = np.asarray(controller(observation))
+        control_time += time.perf_counter() - start
         torques.append(np.abs(unwrapped.torques(action)).mean())
         observation, reward, terminated, truncated, info = env.step(action)
         episode_return += float(reward)
@@ -79,6 +89,7 @@ def run_episode(
         episode_return=episode_return,
         mean_abs_torque=float(np.mean(torques)),
         steps=len(torques),
+        control_time_us=1e6 * control_time / len(torques),
         distances=[float(d) for d in distances],
     )
 
@@ -88,7 +99,8 @@ def evaluate(env: gym.Env, controller: Controller, n_goals: int, goal_seed: int)
 
 
 def summarise(results: list[EpisodeResult]) -> dict[str, float]:
-    """Success rate, final-distance statistics (m), time to reach (s), fall rate, torque (N m), return."""
+    """Success rate, final-distance statistics (m), time to reach (s), fall rate, torque (N m), return,
+    controller compute time (microseconds per control step)."""
     final = np.array([r.final_distance for r in results])
     reach_times = np.array([r.time_to_reach for r in results])
     return {
@@ -101,9 +113,60 @@ def summarise(results: list[EpisodeResult]) -> dict[str, float]:
         "unstable_rate": float(np.mean([r.unstable for r in results])),
         "mean_abs_torque": float(np.mean([r.mean_abs_torque for r in results])),
         "episode_return_mean": float(np.mean([r.episode_return for r in results])),
+        "control_time_us_mean": float(np.mean([r.control_time_us for r in results])),
         "n_episodes": len(results),
     }
 
 
 def episode_rows(results: list[EpisodeResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
+
+
+def record_episodes(env: gym.Env, controller: Controller, seeds: list[int], path: Path) -> Path:
+    """An mp4 (or gif, by ``path``'s suffix) of one episode per seed; ``env`` renders ``rgb_array``."""
+    frames: list[np.ndarray] = []
+    for seed in seeds:
+        run_episode(env, controller, seed, frames)
+    fps = env.metadata["render_fps"]
+    if Path(path).suffix == ".gif":
+        imageio.mimsave(path, frames, duration=1000.0 / fps)
+    else:
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=8)
+    return Path(path)
+
+
+def plot_distances(results: list[EpisodeResult], dt: float, threshold: float, path: Path, title: str = "") -> Path:
+    """PNG of every episode's end-effector error (m, log scale) against simulated time (s), median in black."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        ax.plot(np.arange(len(r.distances)) * dt, r.distances, color="tab:red" if r.fell else "tab:blue", alpha=0.2)
+    longest = max(len(r.distances) for r in results)
+    padded = np.array([np.pad(r.distances, (0, longest - len(r.distances)), mode="edge") for r in results])
+    ax.plot(np.arange(longest) * dt, np.median(padded, axis=0), color="black", lw=2, label="median")
+    ax.axhline(threshold, color="tab:green", ls="--", label=f"success threshold {threshold:g} m")
+    ax.set(yscale="log", xlabel="time (s)", ylabel="distance to goal (m)", title=title or "distance over time")
+    ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
+def plot_goals(results: list[EpisodeResult], threshold: float, path: Path, title: str = "") -> Path:
+    """PNG of the goals (top view x-y and side view x-z, m), coloured by final error (m, log scale)."""
+    goals = np.array([r.goal for r in results]).reshape(len(results), -1, 3)
+    errors = np.repeat([r.final_distance for r in results], goals.shape[1])
+    goals = goals.reshape(-1, 3)
+    norm = matplotlib.colors.LogNorm(
+        vmin=max(min(errors.min(), threshold / 10), 1e-6), vmax=max(errors.max(), threshold)
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, (i, j, plane) in zip(axes, [(0, 1, "top view"), (0, 2, "side view")]):
+        points = ax.scatter(goals[:, i], goals[:, j], c=errors, cmap="viridis_r", norm=norm, s=18, edgecolors="none")
+        ax.set(xlabel="xyz"[i] + " (m)", ylabel="xyz"[j] + " (m)", title=plane, aspect="equal")
+    fig.colorbar(points, ax=axes, label="final distance (m)")
+    fig.suptitle(title or "goals coloured by final error")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)

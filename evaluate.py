@@ -1,0 +1,317 @@
+"""Evaluate a saved policy, or the classical Jacobian controller, on a fixed, seeded set of goals.
+
+    python evaluate.py run=outputs/<date>/<run>                       # best_model.zip on 200 held-out goals
+    python evaluate.py run=<run dir> controller=jacobian              # classical baseline, same env, same goals
+    python evaluate.py checkpoint=<run dir>/checkpoints/step_<N>/model.zip env.success_threshold=0.005
+    python evaluate.py run=<run dir> video=true plots=true            # + eval_<controller>.mp4 and PNGs
+    python evaluate.py sweep=multirun/<date>                          # every job, ranked (+ CSV)
+
+The env is rebuilt from the run's .hydra/config.yaml (env.* overrides on top). Writes
+<run dir>/eval_<controller>.json: the summary (distances m, times s, torques N m, compute times
+microseconds) and one row per episode; prints it beside the other controllers' eval files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import torch
+import wandb
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from pipeline import checkpoints
+from pipeline.config import WandbConfig
+from pipeline.controllers import JacobianController, inverse_kinematics_time_us
+from pipeline.evaluation import (
+    Controller,
+    episode_rows,
+    evaluate,
+    plot_distances,
+    plot_goals,
+    policy_controller,
+    record_episodes,
+    summarise,
+)
+from pipeline.factory import ALGORITHMS, make_env
+from pipeline.tracking import init_run
+
+CONTROLLERS = ("policy", "jacobian")
+MODELS = {"best": "best_model.zip", "final": "final_model.zip"}  # and "latest": the newest checkpoint
+# Rows of the printed table: (summary key, label, format).
+TABLE = [
+    ("success_rate", "success rate", "{:.1%}"),
+    ("final_distance_mean", "final distance mean (m)", "{:.4f}"),
+    ("final_distance_median", "final distance median (m)", "{:.4f}"),
+    ("final_distance_p95", "final distance p95 (m)", "{:.4f}"),
+    ("time_to_reach_mean", "time to reach mean (s)", "{:.3f}"),
+    ("fall_rate", "fall rate", "{:.1%}"),
+    ("mean_abs_torque", "mean |torque| (N m)", "{:.3f}"),
+    ("episode_return_mean", "episode return mean", "{:.2f}"),
+    ("control_time_us_mean", "control step (us)", "{:.0f}"),
+    ("ik_time_us_mean", "one IK solve (us)", "{:.0f}"),
+    ("n_episodes", "episodes", "{}"),
+]
+
+
+@dataclass
+class EvaluateConfig:
+    """See conf/evaluate.yaml."""
+
+    run: Optional[str] = None  # noqa: UP045  (OmegaConf reads typing.Optional)
+    checkpoint: Optional[str] = None  # noqa: UP045
+    sweep: Optional[str] = None  # noqa: UP045
+    controller: str = "policy"
+    model: str = "best"
+    n_episodes: int = 200
+    goal_seed: Optional[int] = None  # noqa: UP045
+    env: dict[str, Any] = field(default_factory=dict)
+    video: bool = False
+    video_episodes: int = 3
+    plots: bool = False
+    torch_threads: int = 1
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema's types cannot express; raises ValueError naming the key and the fix."""
+    if cfg.controller not in CONTROLLERS:
+        raise ValueError(f"unknown controller '{cfg.controller}'; choose controller= one of {CONTROLLERS}.")
+    if cfg.model not in (*MODELS, "latest"):
+        raise ValueError(f"unknown model '{cfg.model}'; choose model= one of {(*MODELS, 'latest')}.")
+    if cfg.n_episodes < 1 or cfg.video_episodes < 1:
+        raise ValueError(f"n_episodes and video_episodes must be >= 1, got {cfg.n_episodes}, {cfg.video_episodes}.")
+    if cfg.sweep and (cfg.run or cfg.checkpoint):
+        raise ValueError("sweep= evaluates every job of a multirun: give it without run= or checkpoint=.")
+    if not (cfg.sweep or cfg.run or cfg.checkpoint):
+        raise ValueError("nothing to evaluate; pass run=<run dir>, checkpoint=<model .zip> or sweep=<multirun dir>.")
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The training run directory holding ``checkpoint`` (the nearest parent with .hydra/config.yaml)."""
+    for parent in checkpoint.resolve().parents:
+        if (parent / ".hydra" / "config.yaml").is_file():
+            return parent
+    raise FileNotFoundError(
+        f"checkpoint={checkpoint}: no run directory (.hydra/config.yaml) above it; add run=<its training run dir>."
+    )
+
+
+def run_config(run_dir: Path, env_overrides: DictConfig) -> DictConfig:
+    """The run's saved config with ``env.*`` overrides applied; a clear error for an unknown key."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run={run_dir} does not exist; pass the directory of a training run.")
+    if not path.is_file():
+        raise FileNotFoundError(f"run={run_dir} has no .hydra/config.yaml; pass the directory of a training run.")
+    cfg = OmegaConf.load(path)
+    unknown = sorted(set(env_overrides) - set(cfg.env))
+    if unknown:
+        raise ValueError(f"env.{unknown[0]} is not a key of {cfg.env.id}'s config; choose from {sorted(cfg.env)}.")
+    cfg.env = OmegaConf.merge(cfg.env, env_overrides)
+    return cfg
+
+
+def model_path(cfg: DictConfig, run_dir: Path) -> Path:
+    """The zip to evaluate: ``checkpoint=``, else the run's best, final or latest checkpoint."""
+    if cfg.checkpoint:
+        return Path(cfg.checkpoint)
+    if cfg.model == "latest":
+        latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+        if latest is None:
+            raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; choose model=best or final.")
+        return latest / checkpoints.MODEL_FILE
+    return run_dir / MODELS[cfg.model]
+
+
+def load_policy(path: Path, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
+    """The deterministic policy of an SB3 zip, its spaces checked against ``env``'s, observations normalised
+    with the statistics saved beside it (or, for a run-level zip, in the newest checkpoint)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass an SB3 .zip (e.g. {run_dir}/best_model.zip).")
+    try:
+        data, _, _ = load_from_zip_file(path, device="cpu", load_data=True)
+        saved = {name: data[name] for name in ("observation_space", "action_space")}
+    except Exception as error:  # truncated zip, not a zip, missing entries
+        raise ValueError(
+            f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); pass another .zip."
+        ) from None
+    for name, expected in saved.items():
+        if expected != getattr(env, name):
+            raise ValueError(
+                f"checkpoint {path} has {name} {expected} but the env {train_cfg.env.id} has {getattr(env, name)}; "
+                "evaluate it with the env config it was trained with (check env.* overrides and run=)."
+            )
+    venv = DummyVecEnv([lambda: env])  # HER models need an env to load; it is only read for its spaces
+    model = ALGORITHMS[train_cfg.algo.name].load(path, env=venv, device="cpu")
+    statistics = path.parent if (path.parent / checkpoints.VECNORMALIZE_FILE).exists() else None
+    if statistics is None and train_cfg.normalize_observations:
+        statistics = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+    vec_normalize = checkpoints.load_vec_normalize(statistics, venv) if statistics else None
+    if vec_normalize is not None:
+        vec_normalize.training = False
+    return policy_controller(model, vec_normalize)
+
+
+def controller_for(cfg: DictConfig, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
+    if cfg.controller == "jacobian":
+        return JacobianController(env.unwrapped)
+    return load_policy(model_path(cfg, run_dir), run_dir, train_cfg, env)
+
+
+def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate one run: eval_<controller>.json, plots, video, wandb; returns the summary."""
+    train_cfg = run_config(run_dir, cfg.env)
+    goal_seed = train_cfg.eval.goal_seed if cfg.goal_seed is None else cfg.goal_seed
+    env = make_env(train_cfg.env)
+    try:
+        controller = controller_for(cfg, run_dir, train_cfg, env)
+        results = evaluate(env, controller, cfg.n_episodes, goal_seed)
+        ik_time = inverse_kinematics_time_us(env.unwrapped, [r.goal for r in results])
+    finally:
+        env.close()
+    summary = {**summarise(results), "ik_time_us_mean": ik_time}
+    name = f"eval_{cfg.controller}"
+    report = {
+        "controller": cfg.controller,
+        "checkpoint": str(model_path(cfg, run_dir)) if cfg.controller == "policy" else None,
+        "env": OmegaConf.to_container(train_cfg.env, resolve=True),
+        "goal_seed": goal_seed,
+        **summary,
+        "episodes": episode_rows(results),
+    }
+    checkpoints.atomic_write_json(run_dir / f"{name}.json", report)
+
+    # Plots and video beside it.
+    dt = env.unwrapped.dt
+    threshold = train_cfg.env.success_threshold
+    media: dict[str, Path] = {}
+    if cfg.plots:
+        title = f"{train_cfg.env.id}, {cfg.controller}"
+        media["distance_plot"] = plot_distances(results, dt, threshold, run_dir / f"{name}_distance.png", title)
+        media["goals_plot"] = plot_goals(results, threshold, run_dir / f"{name}_goals.png", title)
+    if cfg.video:
+        render_env = make_env(train_cfg.env, render_mode="rgb_array")
+        try:
+            seeds = [goal_seed + i for i in range(cfg.video_episodes)]
+            controller = controller_for(cfg, run_dir, train_cfg, render_env)
+            media["video"] = record_episodes(render_env, controller, seeds, run_dir / f"{name}.mp4")
+        finally:
+            render_env.close()
+
+    print(f"{run_dir}: {train_cfg.env.id}, {cfg.n_episodes} goals from seed {goal_seed}, wrote {name}.json")
+    print(comparison_table(run_dir))
+    log_to_wandb(cfg, train_cfg, run_dir, name, summary, media)
+    return summary
+
+
+def comparison_table(run_dir: Path) -> str:
+    """Every eval_<controller>.json of the run, side by side."""
+    reports = {
+        c: json.loads((run_dir / f"eval_{c}.json").read_text())
+        for c in CONTROLLERS
+        if (run_dir / f"eval_{c}.json").is_file()
+    }
+    rows = [[label, *(fmt.format(r[key]) for r in reports.values())] for key, label, fmt in TABLE]
+    return format_table(["metric", *reports], rows)
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in lines)
+
+
+def log_to_wandb(
+    cfg: DictConfig, train_cfg: DictConfig, run_dir: Path, name: str, summary: dict[str, Any], media: dict[str, Path]
+) -> None:
+    """Summary, plots, video and the eval file into the run's wandb run (resumed by id), else a new one in its group.
+
+    wandb keys: the run's own, with those given on this command line on top."""
+    given = [o for o in HydraConfig.get().overrides.task if o.startswith("wandb.")]
+    wandb_cfg = OmegaConf.merge(
+        OmegaConf.structured(WandbConfig), train_cfg.get("wandb", {}), OmegaConf.from_dotlist(given).get("wandb", {})
+    )
+    run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    run_id = run_info.get("wandb_run_id")
+    config = None if run_id else OmegaConf.to_container(train_cfg, resolve=True)
+    run = init_run(wandb_cfg, config, str(run_dir), run_id, run_info.get("wandb_group") or None, job_type="eval")
+    if run is None:
+        return
+    run.summary.update({f"{name}/{key}": value for key, value in summary.items()})
+    logged = {f"{name}/{key}": wandb.Image(str(path)) for key, path in media.items() if key != "video"}
+    if "video" in media and wandb_cfg.video:
+        logged[f"{name}/video"] = wandb.Video(str(media["video"]), format="mp4")
+    if logged:
+        run.log(logged)
+    run.save(str(run_dir / f"{name}.json"), base_path=str(run_dir), policy="now")
+    run.finish()
+
+
+def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
+    """Evaluate every job of a multirun and rank them; writes <sweep>/eval_<controller>_ranking.csv."""
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep={sweep_dir} does not exist; pass a multirun directory (hydra.sweep.dir).")
+    jobs = sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file())
+    if not jobs:
+        raise FileNotFoundError(
+            f"sweep={sweep_dir} has no job directories with .hydra/config.yaml; pass a multirun directory."
+        )
+    configs = [
+        flatten(OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=True)) for job in jobs
+    ]
+    keys = sorted({k for c in configs for k in c if len({json.dumps(x.get(k)) for x in configs}) > 1})
+    summaries = [evaluate_run(cfg, job) for job in jobs]
+    ranked = sorted(zip(jobs, configs, summaries), key=lambda j: (-j[2]["success_rate"], j[2]["final_distance_mean"]))
+    metrics = ["success_rate", "final_distance_median", "final_distance_mean", "fall_rate", "episode_return_mean"]
+    rows = [
+        [i + 1, job.name, *(c.get(k) for k in keys), *(f"{s[m]:.4g}" for m in metrics)]
+        for i, (job, c, s) in enumerate(ranked)
+    ]
+    headers = ["rank", "job", *keys, *metrics]
+    path = sweep_dir / f"eval_{cfg.controller}_ranking.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([headers, *rows])
+    print(f"\nranking of {len(jobs)} jobs ({cfg.controller}, {cfg.n_episodes} goals each), also in {path}:")
+    print(format_table(headers, rows))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        validate(cfg)
+        torch.set_num_threads(cfg.torch_threads)
+        if cfg.sweep:
+            evaluate_sweep(cfg, Path(cfg.sweep))
+        else:
+            evaluate_run(cfg, run_dir_of(Path(cfg.checkpoint)) if cfg.checkpoint and not cfg.run else Path(cfg.run))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
