@@ -87,10 +87,13 @@ class Checkpointing(BaseCallback):
         )
 
     def _on_step(self) -> bool:
-        if self.cfg.freq > 0 and self.num_timesteps >= self.next_save:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # After the rollout's transitions are in the replay buffer (on_step comes before the last is stored).
+        if self.cfg.freq > 0 and self.model.num_timesteps >= self.next_save:
             self.next_save += self.cfg.freq
             self.save()
-        return True
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:

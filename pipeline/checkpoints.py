@@ -111,7 +111,8 @@ def is_complete(checkpoint: Path) -> bool:
     try:
         json.loads((checkpoint / STATE_FILE).read_text())
         with zipfile.ZipFile(checkpoint / MODEL_FILE) as archive:
-            return archive.testzip() is None
+            # SB3's "data" member: a cut-off zip can still open as the torch archive stored inside it.
+            return "data" in archive.namelist() and archive.testzip() is None
     except (OSError, ValueError, zipfile.BadZipFile):
         return False
 

@@ -1,0 +1,451 @@
+"""Issue 7: crash safety, sweep resilience, broken physics, W&B faults, determinism, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from stable_baselines3 import DDPG
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.save_util import load_from_pkl
+
+from pipeline import checkpoints
+from pipeline.config import register_configs
+from pipeline.factory import make_env, make_model, make_training_env
+from tests.conftest import (
+    REPO,
+    TINY,
+    TRAIN,
+    check_ok,
+    error_lines,
+    offline_run_dirs,
+    read_json,
+    run_train,
+    train_env,
+    wandb_summary,
+)
+
+# --- crash safety: kill -9 at several moments, then resume ------------------------------------------
+
+KILL_TOTAL = 1000
+KILL_FREQ = 50
+KILL_RUN = [
+    *(o for o in TINY if not o.startswith(("total_timesteps", "checkpoint.freq", "eval.freq", "wandb.video"))),
+    f"checkpoint.freq={KILL_FREQ}",
+    "eval.freq=0",
+    "wandb.video_episodes=0",
+]
+
+
+class Training:
+    """``train.py`` as a child process whose stdout lines are collected as they come."""
+
+    def __init__(self, cwd: Path, *overrides: str) -> None:
+        self.lines: list[str] = []
+        self.kill_time = float("inf")  # for a kill at a chosen moment (time.monotonic())
+        self.start_step = 0  # the step the run starts from
+        self.process = subprocess.Popen(
+            [sys.executable, str(TRAIN), *overrides],
+            cwd=cwd,
+            env=train_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: the wandb service goes down with it
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 120.0, poll: float = 0.0005) -> None:
+        """Poll ``condition`` until it holds; fails if the process ends or ``timeout`` s pass first."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, "training ended before the kill point:\n" + "\n".join(self.lines)
+            assert time.monotonic() < deadline, "kill point not reached:\n" + "\n".join(self.lines[-20:])
+            time.sleep(poll)
+
+    def resumed_at(self) -> str | None:
+        """The ``resumed from <checkpoint> at step <N>`` line, once printed."""
+        return next((line for line in self.lines if line.startswith("resumed from ")), None)
+
+    def kill(self) -> None:
+        """SIGKILL the training process (no cleanup runs), then its leftover children."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.reader.join(timeout=10)
+
+    def finish(self, timeout: float = 180.0) -> int:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+
+def step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("step_"))
+
+
+def check_checkpoints_on_disk(run_dir: Path, env: Any) -> list[int]:
+    """Every ``step_*`` directory is complete and loads (model and replay buffer); returns their steps."""
+    found = sorted((run_dir / "checkpoints").glob("step_*"))
+    for checkpoint in found:
+        assert checkpoints.is_complete(checkpoint), f"incomplete checkpoint on disk: {checkpoint}"
+        assert checkpoints.read_state(checkpoint)["num_timesteps"] == step_of(checkpoint)
+        assert DDPG.load(checkpoint / checkpoints.MODEL_FILE, env=env).num_timesteps == step_of(checkpoint)
+        buffer = load_from_pkl(checkpoint / checkpoints.REPLAY_FILE)
+        assert buffer.size() == min(step_of(checkpoint), 2000)
+    return [step_of(c) for c in found]
+
+
+def test_kill_9_at_several_moments_then_resume(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    run_dir = tmp_path / "run"
+    ckpt_dir = run_dir / "checkpoints"
+    env = make_env(compose_config(["env.max_episode_steps=25"]).env)
+
+    def tmp_dirs() -> list[str]:
+        return [n for n in os.listdir(ckpt_dir) if n.startswith(".tmp-")] if ckpt_dir.is_dir() else []
+
+    def step_dirs() -> list[Path]:
+        return sorted(ckpt_dir.glob("step_*")) if ckpt_dir.is_dir() else []
+
+    kill_points = {
+        # 1. while a checkpoint is being written (or an old one removed), after one is complete
+        "mid-checkpoint": lambda t: bool(step_dirs()) and bool(tmp_dirs()),
+        # 2. at the moment the resumed run has loaded its checkpoint
+        "just resumed": lambda t: t.resumed_at() is not None,
+        # 3. at a random moment of training
+        "random": lambda t: t.resumed_at() is not None and time.monotonic() > t.kill_time,
+        # 4. right after a new checkpoint was renamed into place (old ones being pruned)
+        "new checkpoint": lambda t: (
+            t.resumed_at() is not None and len(step_dirs()) > 0 and step_of(step_dirs()[-1]) > t.start_step
+        ),
+        # 5. again mid-write, now in a resumed run
+        "mid-checkpoint after resume": lambda t: t.resumed_at() is not None and bool(tmp_dirs()),
+    }
+    survived, run_id, latest = [], None, None
+    for n, (name, condition) in enumerate(kill_points.items()):
+        overrides = [*KILL_RUN, f"total_timesteps={KILL_TOTAL}"]
+        overrides += [f"resume={run_dir}"] if n else [f"hydra.run.dir={run_dir}"]
+        training = Training(tmp_path, *overrides)
+        training.start_step = step_of(latest) if latest else 0
+        if n:
+            training.wait_for(lambda t=training: t.resumed_at() is not None)
+            assert training.resumed_at() == f"resumed from {latest} at step {step_of(latest)}"
+            training.kill_time = time.monotonic() + rng.uniform(0.2, 1.5)
+        training.wait_for(lambda t=training, c=condition: c(t))
+        training.kill()
+        steps = check_checkpoints_on_disk(run_dir, env)
+        assert steps and all(s % KILL_FREQ == 0 for s in steps) and len(steps) <= 3
+        latest = checkpoints.latest_checkpoint(ckpt_dir)
+        assert step_of(latest) == steps[-1] and not tmp_dirs()  # leftovers cleaned by the reader
+        ids = {checkpoints.read_state(latest)["wandb_run_id"], read_json(run_dir / "run.json")["wandb_run_id"]}
+        assert len(ids) == 1 and (run_id is None or ids == {run_id})
+        run_id = ids.pop()
+        survived.append((name, steps[-1]))
+
+    training = Training(tmp_path, *KILL_RUN, f"total_timesteps={KILL_TOTAL}", f"resume={run_dir}")
+    assert training.finish() == 0, "\n".join(training.lines)
+    assert training.resumed_at() == f"resumed from {latest} at step {step_of(latest)}"
+    assert check_checkpoints_on_disk(run_dir, env) == [KILL_TOTAL - KILL_FREQ, KILL_TOTAL]
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == KILL_TOTAL
+    assert {p.name.rsplit("-", 1)[1] for p in offline_run_dirs(run_dir)} == {run_id}
+    assert len(survived) == len(kill_points)
+    assert [s for _, s in survived] == sorted(s for _, s in survived)  # progress is never lost
+    env.close()
+
+
+def test_checkpoint_write_is_atomic_in_process(tmp_path: Path) -> None:
+    """A leftover ``.tmp-*`` directory (a write cut short) is never taken as a checkpoint, and is removed."""
+    cfg = compose_config(TINY_IN_PROCESS)
+    model = make_model(cfg, make_training_env(cfg.env, 1, 0))
+    model.learn(60)
+    first = checkpoints.save_checkpoint(tmp_path, model, {"wandb_run_id": "x"}, keep=2)
+    half = tmp_path / ".tmp-123-step_000000000120"
+    shutil.copytree(first, half)
+    (half / checkpoints.STATE_FILE).unlink()
+    truncated = tmp_path / "step_000000000180"  # a (hypothetical) torn rename target: truncated zip
+    shutil.copytree(first, truncated)
+    data = (truncated / checkpoints.MODEL_FILE).read_bytes()
+    (truncated / checkpoints.MODEL_FILE).write_bytes(data[: len(data) // 2])
+    assert checkpoints.latest_checkpoint(tmp_path) == first
+    assert not half.exists()
+
+
+# --- sweep resilience ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_sweep_goes_on_when_one_job_fails(tmp_path: Path, launcher: str) -> None:
+    sweep_dir = tmp_path / "sweep"
+    quick = [o for o in TINY if not o.startswith(("eval.freq", "wandb.video"))] + ["eval.freq=0"]
+    launch = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    result = run_train(
+        tmp_path, "-m", *launch, *quick, "wandb.video_episodes=0", "algo.gamma=1.5,0.95", f"hydra.sweep.dir={sweep_dir}"
+    )
+    assert result.returncode != 0  # the sweep reports its failure...
+    (good,) = sweep_dir.glob("1_*")  # ...but the valid job ran to the end and kept its results
+    assert read_json(good / "metrics.json")["num_timesteps"] == 200 and (good / "final_model.zip").exists()
+    assert not list(sweep_dir.glob("0_*"))  # the bad job left no half-made directory
+    (failure,) = (sweep_dir / "failed_jobs.txt").read_text().splitlines()
+    assert failure.startswith("job #0 (") and "algo.gamma=1.5" in failure
+    assert "algo.gamma and algo.tau must be in (0, 1], got 1.5" in failure
+    if launcher == "basic":  # joblib workers' stderr is their own
+        assert f"error: {failure}" in result.stderr
+
+
+# --- broken physics -----------------------------------------------------------------------------------
+
+TINY_IN_PROCESS = [
+    "algo.learning_starts=50",
+    "algo.batch_size=16",
+    "algo.net_arch=[16,16]",
+    "algo.buffer_size=1000",
+    "env.max_episode_steps=25",
+]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The composed training config (``conf/``), as train.py sees it."""
+    register_configs()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+class UnstableCounter(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unstable = self.truncated = 0
+
+    def _on_step(self) -> bool:
+        info = self.locals["infos"][0]
+        self.unstable += bool(info.get("unstable"))
+        self.truncated += bool(info.get("TimeLimit.truncated")) or bool(info.get("unstable"))
+        return True
+
+
+def test_unstable_physics_ends_episodes_and_training_goes_on() -> None:
+    cfg = compose_config([*TINY_IN_PROCESS, "env.max_joint_speed=2.0"])  # rad/s: random torques exceed it
+    model = make_model(cfg, make_training_env(cfg.env, 1, 0))
+    counter = UnstableCounter()
+    model.learn(150, callback=counter)
+    assert model.num_timesteps == 150 and counter.unstable >= 5
+    buffer = model.replay_buffer
+    assert buffer.size() == 150
+    for key, values in buffer.observations.items():
+        assert np.isfinite(values[:150]).all(), key
+    assert np.isfinite(buffer.rewards[:150]).all() and np.isfinite(buffer.actions[:150]).all()
+
+
+def test_nan_state_truncates_with_finite_observation() -> None:
+    env = make_env(compose_config(TINY_IN_PROCESS).env)
+    env.reset(seed=0)
+    robot = env.unwrapped.robot
+    robot.client.resetJointState(robot.body, robot.joint_indices[0], float("nan"), float("inf"))
+    observation, reward, terminated, truncated, info = env.step(np.zeros(2, dtype=np.float32))
+    assert info["unstable"] is True and truncated and not terminated and np.isfinite(reward)
+    assert all(np.isfinite(v).all() for v in observation.values())
+    env.reset(seed=1)  # a reset restores a sound state
+    _, _, _, truncated, info = env.step(np.zeros(2, dtype=np.float32))
+    assert info["unstable"] is False and not truncated
+    env.close()
+
+
+@pytest.mark.parametrize("bad", [[np.nan, 0.0], [0.0, -np.inf]])
+def test_nan_action_raises_clear_error(bad: list[float]) -> None:
+    env = make_env(compose_config(TINY_IN_PROCESS).env)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action contains NaN or inf.*check the policy's outputs"):
+        env.step(np.array(bad))
+    env.close()
+
+
+# --- W&B faults ---------------------------------------------------------------------------------------
+
+
+def test_wandb_online_without_network_falls_back_offline(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    quick = [o for o in TINY if not o.startswith(("wandb.mode", "wandb.video"))] + ["wandb.video_episodes=0"]
+    start = time.monotonic()
+    result = run_train(
+        tmp_path,
+        *quick,
+        "wandb.mode=auto",
+        "wandb.init_timeout=5",
+        f"hydra.run.dir={run_dir}",
+        timeout=150,
+        WANDB_MODE="online",
+        WANDB_API_KEY="f" * 40,
+        WANDB_BASE_URL="http://127.0.0.1:9",  # loopback discard port: connection refused
+    )
+    elapsed = time.monotonic() - start
+    check_ok(result)
+    assert elapsed < 90, f"training took {elapsed:.0f} s with an unreachable W&B server"
+    warnings = [line for line in result.stderr.splitlines() if "wandb" in line.lower()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: wandb online init failed"), result.stderr
+    metrics = read_json(run_dir / "metrics.json")
+    (offline,) = offline_run_dirs(run_dir)
+    summary = wandb_summary(offline)
+    assert summary["run_id"] == read_json(run_dir / "run.json")["wandb_run_id"]
+    for key in ("success_rate", "final_distance_mean", "num_timesteps"):
+        assert summary["summary"][f"final/{key}"] == pytest.approx(metrics[key], rel=1e-12)
+    assert summary["summary"]["eval/success_rate"] is not None
+
+
+def test_wandb_online_without_credentials_falls_back_offline(tmp_path: Path) -> None:
+    script = (
+        "from omegaconf import OmegaConf; from pipeline.tracking import init_run; "
+        "cfg = OmegaConf.create({'mode': 'online', 'project': 'p', 'entity': None, 'name': None, "
+        "'group': None, 'tags': [], 'init_timeout': 5.0}); "
+        f"run = init_run(cfg, {{'a': 1}}, {str(tmp_path)!r}); run.log({{'x': 3.5}}); "
+        "print('mode', run.settings.mode, run.id); run.finish()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=train_env(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9"),  # no key, no ~/.netrc
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    check_ok(result)
+    assert "mode offline" in result.stdout
+    (warning,) = [line for line in result.stderr.splitlines() if "wandb" in line.lower()]
+    assert warning.startswith("warning: wandb online init failed (No API key configured")
+    (offline,) = offline_run_dirs(tmp_path)
+    assert wandb_summary(offline)["summary"]["x"] == 3.5
+
+
+# --- determinism --------------------------------------------------------------------------------------
+
+
+def test_same_config_and_seed_give_identical_metrics(tiny_run: Path, joblib_sweep: tuple[Path, Any]) -> None:
+    """Three runs of the tiny config (one alone, two side by side in a sweep): identical metrics.json."""
+    sweep_dir, result = joblib_sweep
+    check_ok(result)
+    reference = read_json(tiny_run / "metrics.json")
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert len(runs) == 2
+    for run in runs:
+        assert read_json(run / "metrics.json") == reference
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+MALFORMED_URDF = '<robot name="broken"><link name="base"></robot'
+
+
+def prepare_resume(tiny_run: Path, case_dir: Path, damage: str) -> Path:
+    """A copy of the tiny run with its checkpoints damaged in one way."""
+    run_dir = case_dir / "old_run"
+    shutil.copytree(tiny_run, run_dir)
+    found = sorted((run_dir / "checkpoints").glob("step_*"))
+    if damage == "no checkpoint":
+        shutil.rmtree(run_dir / "checkpoints")
+    elif damage == "corrupt models":
+        for checkpoint in found:
+            model = checkpoint / checkpoints.MODEL_FILE
+            model.write_bytes(model.read_bytes()[:1000])
+    elif damage == "corrupt replay buffer":
+        replay = found[-1] / checkpoints.REPLAY_FILE
+        replay.write_bytes(replay.read_bytes()[:5000])
+    return run_dir
+
+
+# name: (overrides, needs, fragments of the message, error raised by Hydra itself)
+BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
+    "unknown env": (["env=nope"], None, ["Could not find 'env/nope'", "planar_arm"], True),
+    "unknown env id": (["env.id=Nope-v0"], None, ["unknown env id 'Nope-v0'", "choose env="], False),
+    "unknown algo": (["algo=ppo"], None, ["Could not find 'algo/ppo'", "ddpg"], True),
+    "misspelled key": (["algo.learning_rat=0.01"], None, ["Key 'learning_rat' not in 'DDPGConfig'"], True),
+    "wrong type": (["total_timesteps=many"], None, ["Value 'many'", "total_timesteps"], True),
+    "zero budget": (["total_timesteps=0"], None, ["total_timesteps must be > 0, got 0", "total_timesteps=<"], False),
+    "negative budget": (["eval.final_goals=-5"], None, ["eval.final_goals must be > 0, got -5"], False),
+    "negative frequency": (["checkpoint.freq=-1"], None, ["checkpoint.freq must be >= 0", "0 turns it off"], False),
+    "invalid hyperparameter": (["algo.gamma=1.5"], None, ["algo.gamma and algo.tau must be in (0, 1]"], False),
+    "missing URDF": (["env=urdf", "env.urdf=no_such_arm.urdf"], None, ["no_such_arm.urdf"], False),
+    "malformed URDF": (["env=urdf", "env.urdf={case}/broken.urdf"], "urdf", ["malformed XML", "fix the file"], False),
+    "unknown link": (["env.end_effector=hand"], None, ["unknown link 'hand'", "choose from"], False),
+    "unknown joint": (["env.joints=[shoulder,wrist]"], None, ["joint 'wrist'", "choose from"], False),
+    "resume of a missing dir": (["resume={case}/gone"], None, ["does not exist", "earlier run"], False),
+    "resume without checkpoint": (["resume={case}/old_run"], "no checkpoint", ["no complete checkpoint"], False),
+    "resume of corrupt checkpoints": (["resume={case}/old_run"], "corrupt models", ["no complete checkpoint"], False),
+    "resume of a corrupt replay buffer": (
+        ["resume={case}/old_run"],
+        "corrupt replay buffer",
+        ["corrupt replay buffer in", "delete that directory"],
+        False,
+    ),
+}
+
+
+def hydra_file(path: Path) -> bool:
+    return path.name == "train.log" or ".hydra_resume" in path.parts
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(
+    tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, subprocess.CompletedProcess, dict[str, float]]]:
+    """Every bad input run once, three at a time (they stop at start-up)."""
+    cases = {}
+    for name, (overrides, needs, _, _) in BAD_INPUTS.items():
+        case_dir = tmp_path_factory.mktemp("bad")
+        if needs == "urdf":
+            (case_dir / "broken.urdf").write_text(MALFORMED_URDF)
+        elif needs:
+            prepare_resume(tiny_run, case_dir, needs)
+        before = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file()}
+        args = [o.format(case=case_dir) for o in overrides] + ["wandb.mode=offline", f"hydra.run.dir={case_dir}/run"]
+        cases[name] = (case_dir, args, before)
+
+    def launch(name: str) -> tuple[Path, subprocess.CompletedProcess, dict[str, float]]:
+        case_dir, args, before = cases[name]
+        return case_dir, run_train(case_dir, *args, timeout=120), before
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(cases, pool.map(launch, cases)))
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_exits_with_one_clear_line(name: str, bad_input_results: dict[str, Any]) -> None:
+    _, _, fragments, by_hydra = BAD_INPUTS[name]
+    case_dir, result, before = bad_input_results[name]
+    assert result.returncode != 0
+    if by_hydra:  # Hydra's own message: the offending key or option, with the choices or the type
+        assert result.returncode == 1
+        message = result.stderr
+    else:
+        assert result.returncode == 2
+        (message,) = error_lines(result.stderr)
+        assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    # Nothing made or changed: no new run directory, no file of an old run touched.
+    assert not (case_dir / "run").exists() and not (case_dir / "outputs").exists()
+    assert not (case_dir / "gone").exists()
+    # (A resume's Hydra log and .hydra_resume/ are written before train.py runs: not run files.)
+    after = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file() and not hydra_file(p)}
+    assert {k: v for k, v in after.items() if k not in before or before[k] != v} == {}
