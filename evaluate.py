@@ -314,4 +314,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # env.* keys are the run's, unknown to the schema: add them (run_config then checks them against the run).
+    sys.argv[1:] = [f"++{a}" if a.startswith("env.") else a for a in sys.argv[1:]]
     main()

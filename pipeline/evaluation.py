@@ -157,8 +157,12 @@ def plot_goals(results: list[EpisodeResult], threshold: float, path: Path, title
     norm = matplotlib.colors.LogNorm(
         vmin=max(min(errors.min(), threshold / 10), 1e-6), vmax=max(errors.max(), threshold)
     )
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-    for ax, (i, j, plane) in zip(axes, [(0, 1, "top view"), (0, 2, "side view")]):
+    views = [(0, 1, "top view"), (0, 2, "side view")]
+    if np.ptp(goals[:, 2]) < 1e-3:  # a planar robot's goals: the side view is a line
+        views = views[:1]
+    fig, axes = plt.subplots(1, len(views), figsize=(5.5 * len(views) + 1, 4.8), squeeze=False)
+    axes = axes[0]
+    for ax, (i, j, plane) in zip(axes, views):
         points = ax.scatter(goals[:, i], goals[:, j], c=errors, cmap="viridis_r", norm=norm, s=18, edgecolors="none")
         ax.set(xlabel="xyz"[i] + " (m)", ylabel="xyz"[j] + " (m)", title=plane, aspect="equal")
     fig.colorbar(points, ax=axes, label="final distance (m)")

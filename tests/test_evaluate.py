@@ -1,0 +1,151 @@
+"""Issue 5 acceptance: ``evaluate.py`` on a real tiny training run, real envs, real files."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import evaluate
+from pipeline.controllers import JacobianController
+from pipeline.evaluation import evaluate as evaluate_goals
+from pipeline.evaluation import summarise
+from pipeline.factory import make_env
+from tests.conftest import REPO, check_ok, error_lines, read_json, train_env
+
+EVALUATE = REPO / "evaluate.py"
+
+
+def run_evaluate(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(EVALUATE), *overrides],
+        cwd=cwd,
+        env=train_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable copy of the tiny training run, evaluated once with the Jacobian controller, plots and video."""
+    copy = tmp_path_factory.mktemp("evaluate") / "run"
+    shutil.copytree(tiny_run, copy)
+    overrides = ["controller=jacobian", "n_episodes=2", "plots=true", "video=true", "video_episodes=2"]
+    check_ok(run_evaluate(copy.parent, f"run={copy}", *overrides, "wandb.mode=disabled"))
+    return copy
+
+
+def test_jacobian_controller_reaches_planar_arm_goals() -> None:
+    env = make_env(OmegaConf.create({"id": "PlanarArmReach-v0", "max_episode_steps": 50}))
+    try:
+        summary = summarise(evaluate_goals(env, JacobianController(env.unwrapped), 40, 1_000_003))
+    finally:
+        env.close()
+    assert summary["success_rate"] >= 0.95, summary  # at the preset's 1 cm
+
+
+def test_eval_json_agrees_with_a_hand_computed_episode(run_dir: Path) -> None:
+    report = read_json(run_dir / "eval_jacobian.json")
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    env = make_env(config.env)
+    controller = JacobianController(env.unwrapped)
+    try:
+        for row, seed in zip(report["episodes"], (config.eval.goal_seed, config.eval.goal_seed + 1)):
+            _, info = env.reset(seed=seed)
+            goal = env.unwrapped.task.goal.copy()
+            returns, torques, successes, done = 0.0, [], [info["is_success"]], False
+            while not done:
+                action = controller()
+                torques.append(np.abs(np.clip(action, -1, 1) * env.unwrapped.robot.torque_limits).mean())
+                _, reward, terminated, truncated, info = env.step(action)
+                returns += reward
+                successes.append(info["is_success"])
+                done = terminated or truncated
+            assert row["seed"] == seed and row["goal"] == pytest.approx(goal.tolist())
+            assert row["steps"] == len(torques) == config.env.max_episode_steps
+            assert row["final_distance"] == pytest.approx(info["distance"], abs=1e-9)
+            assert row["success"] == info["is_success"]
+            assert row["episode_return"] == pytest.approx(returns, abs=1e-9)
+            assert row["mean_abs_torque"] == pytest.approx(np.mean(torques), rel=1e-9)
+            if successes[-1]:  # seconds until the start of the final unbroken run of successes
+                start = max((i + 1 for i, ok in enumerate(successes) if not ok), default=0)
+                assert row["time_to_reach"] == pytest.approx(start * env.unwrapped.dt)
+            else:
+                assert np.isnan(row["time_to_reach"])
+    finally:
+        env.close()
+    finals = [row["final_distance"] for row in report["episodes"]]
+    assert report["final_distance_mean"] == pytest.approx(np.mean(finals))
+    assert report["success_rate"] == np.mean([row["success"] for row in report["episodes"]])
+    assert report["n_episodes"] == 2 and report["controller"] == "jacobian" and report["fall_rate"] == 0.0
+    assert report["control_time_us_mean"] > 0 and report["ik_time_us_mean"] > 0
+
+
+def test_video_and_plots_are_not_trivial(run_dir: Path) -> None:
+    frames = iio.imread(run_dir / "eval_jacobian.mp4")  # (n, h, w, 3)
+    assert len(frames) >= 2 * 20 and np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 0.5
+    for name in ("eval_jacobian_distance.png", "eval_jacobian_goals.png"):
+        image = iio.imread(run_dir / name)[..., :3]
+        assert image.shape[0] > 200 and image.std() > 10, name  # not a blank canvas
+
+
+def test_policy_eval_keeps_the_jacobian_file_and_logs_to_the_run(run_dir: Path) -> None:
+    before = sorted((run_dir / "wandb").glob("offline-run-*"))
+    result = run_evaluate(run_dir.parent, f"run={run_dir}", "n_episodes=2", "model=latest", "wandb.mode=offline")
+    check_ok(result)
+    policy = read_json(run_dir / "eval_policy.json")
+    assert policy["controller"] == "policy" and policy["checkpoint"].endswith("model.zip")
+    assert read_json(run_dir / "eval_jacobian.json")["controller"] == "jacobian"
+    assert "policy" in result.stdout and "jacobian" in result.stdout  # the side-by-side table
+    # The training run's wandb run, resumed by id.
+    run_id = read_json(run_dir / "run.json")["wandb_run_id"]
+    new = sorted(set((run_dir / "wandb").glob("offline-run-*")) - set(before))
+    assert [p.name.rsplit("-", 1)[1] for p in new] == [run_id]
+
+
+def test_bad_input_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None:
+    result = run_evaluate(tmp_path, f"checkpoint={run_dir}/missing.zip", "wandb.mode=disabled")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert f"checkpoint {run_dir}/missing.zip does not exist" in line
+    assert run_evaluate(tmp_path, "wandb.mode=disabled", "n_episodse=3").returncode != 0  # misspelled key
+
+
+def test_clear_errors(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no .hydra/config.yaml"):
+        evaluate.run_config(tmp_path, OmegaConf.create({}))
+    with pytest.raises(ValueError, match="env.succes_threshold is not a key"):
+        evaluate.run_config(run_dir, OmegaConf.create({"succes_threshold": 0.1}))
+    config = evaluate.run_config(run_dir, OmegaConf.create({"goal_conditioned": False}))
+    env = make_env(config.env)
+    try:
+        with pytest.raises(ValueError, match="has observation_space Dict.* but the env"):
+            evaluate.load_policy(run_dir / "best_model.zip", run_dir, config, env)
+        broken = tmp_path / "broken.zip"
+        broken.write_bytes((run_dir / "best_model.zip").read_bytes()[:500])
+        with pytest.raises(ValueError, match="is unreadable"):
+            evaluate.load_policy(broken, run_dir, config, env)
+    finally:
+        env.close()
+
+
+def test_sweep_ranking(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    sweep_dir, training = joblib_sweep
+    check_ok(training)
+    result = run_evaluate(sweep_dir.parent, f"sweep={sweep_dir}", "n_episodes=2", "wandb.mode=disabled")
+    check_ok(result)
+    with open(sweep_dir / "eval_policy_ranking.csv") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header[:4] == ["rank", "job", "wandb.name", "success_rate"] and len(rows) == 2  # only wandb.name differs
+    assert sorted(row[2] for row in rows) == ["a", "b"] and [row[0] for row in rows] == ["1", "2"]
+    assert "ranking of 2 jobs" in result.stdout
