@@ -126,6 +126,8 @@ def check_resume_argument(argv: list[str]) -> str | None:
         value = argument.split("=", 1)[1].strip("'\"")
         if value in ("", "null"):
             return None
+        if any(a.startswith(("hydra.run.dir=", "++hydra.run.dir=")) for a in argv):
+            return "resume= continues in the resumed run's own directory; drop hydra.run.dir= from the command."
         if not (Path(value) / ".hydra" / "config.yaml").is_file():
             what = "is not a run directory (no .hydra/config.yaml)" if Path(value).is_dir() else "does not exist"
             return (
@@ -205,6 +207,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     checkpoints.atomic_write_json(
         run_dir / "run.json", {"wandb_run_id": run.id if run else None, "wandb_group": run.group if run else None}
     )
+    outputs = Path.cwd() / "outputs"
+    if not multirun and outputs in run_dir.resolve().parents:
+        checkpoints.atomic_symlink(outputs / "latest", run_dir.resolve())
     interactive = sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar
     formats = [CSVOutputFormat(str(run_dir / "progress.csv"))]
     formats += [WandbOutputFormat(run)] if run else []

@@ -55,6 +55,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_symlink(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target``, replacing any older link in one rename."""
+    tmp = link.with_name(f".tmp-{os.getpid()}-{link.name}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, link)
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
