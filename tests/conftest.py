@@ -51,6 +51,67 @@ def run_train(cwd: Path, *overrides: str, timeout: float = 240, **env: str) -> s
     )
 
 
+# Runs train.py's __main__ in a forked child of one process that has imported the heavy libraries
+# once: each start-up failure then costs a fraction of a second instead of a full interpreter start.
+PRELOADED_RUNNER = """
+import json, os, runpy, sys
+import hydra, torch, wandb, pybullet, stable_baselines3, imageio  # noqa: F401  (the slow imports)
+import pipeline.factory, pipeline.tracking, pipeline.evaluation, pipeline.checkpoints  # noqa: F401
+results = []
+for case in json.load(sys.stdin):
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(case["cwd"])
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(case[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = [case["train"], *case["args"]]
+        code = 0
+        try:
+            runpy.run_path(case["train"], run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)
+    results.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print(json.dumps(results))
+"""
+
+
+def run_train_many(cases: list[tuple[Path, list[str]]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """``python train.py <args>`` in ``cwd`` for each ``(cwd, args)``, one after another, preloaded."""
+    specs = [
+        {
+            "cwd": str(cwd),
+            "args": args,
+            "train": str(TRAIN),
+            "stdout": str(cwd / ".stdout"),
+            "stderr": str(cwd / ".stderr"),
+        }
+        for cwd, args in cases
+    ]
+    runner = subprocess.run(
+        [sys.executable, "-c", PRELOADED_RUNNER],
+        input=json.dumps(specs),
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert runner.returncode == 0, runner.stderr
+    codes = json.loads(runner.stdout.splitlines()[-1])
+    results = []
+    for spec, code in zip(specs, codes, strict=True):
+        out, err = Path(spec["stdout"]), Path(spec["stderr"])
+        results.append(subprocess.CompletedProcess(spec["args"], code, out.read_text(), err.read_text()))
+        out.unlink()
+        err.unlink()
+    return results
+
+
 def check_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
@@ -108,7 +169,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def joblib_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A 2-job joblib multirun of the tiny config, side by side; the jobs differ only in the wandb name."""
+    """A 4-job joblib multirun, two side by side: the tiny config twice (differing only in the wandb name)
+    and twice with an invalid ``algo.gamma=1.5`` (jobs #0 and #1), which must fail alone."""
     cwd = tmp_path_factory.mktemp("joblib")
     sweep_dir = cwd / "sweep"
     result = run_train(
@@ -117,7 +179,9 @@ def joblib_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         *TINY,
+        "algo.gamma=1.5,0.95",
         "wandb.name=a,b",
         f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",  # the default <num>_<overrides> name is too long for the OS
     )
     return sweep_dir, result

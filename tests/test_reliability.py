@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -12,7 +13,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.conftest import (
     offline_run_dirs,
     read_json,
     run_train,
+    run_train_many,
     train_env,
     wandb_summary,
 )
@@ -133,15 +134,13 @@ def test_kill_9_at_several_moments_then_resume(tmp_path: Path) -> None:
     kill_points = {
         # 1. while a checkpoint is being written (or an old one removed), after one is complete
         "mid-checkpoint": lambda t: bool(step_dirs()) and bool(tmp_dirs()),
-        # 2. at the moment the resumed run has loaded its checkpoint
-        "just resumed": lambda t: t.resumed_at() is not None,
-        # 3. at a random moment of training
+        # 2. at a random moment of training
         "random": lambda t: t.resumed_at() is not None and time.monotonic() > t.kill_time,
-        # 4. right after a new checkpoint was renamed into place (old ones being pruned)
+        # 3. right after a new checkpoint was renamed into place (old ones being pruned)
         "new checkpoint": lambda t: (
             t.resumed_at() is not None and len(step_dirs()) > 0 and step_of(step_dirs()[-1]) > t.start_step
         ),
-        # 5. again mid-write, now in a resumed run
+        # 4. again mid-write, now in a resumed run
         "mid-checkpoint after resume": lambda t: t.resumed_at() is not None and bool(tmp_dirs()),
     }
     survived, run_id, latest = [], None, None
@@ -196,23 +195,27 @@ def test_checkpoint_write_is_atomic_in_process(tmp_path: Path) -> None:
 # --- sweep resilience ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_sweep_goes_on_when_one_job_fails(tmp_path: Path, launcher: str) -> None:
+def test_basic_launcher_sweep_goes_on_when_one_job_fails(tmp_path: Path) -> None:
+    """Hydra's default launcher runs every job, then exits non-zero; the failed job is named."""
     sweep_dir = tmp_path / "sweep"
     quick = [o for o in TINY if not o.startswith(("eval.freq", "wandb.video"))] + ["eval.freq=0"]
-    launch = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
     result = run_train(
-        tmp_path, "-m", *launch, *quick, "wandb.video_episodes=0", "algo.gamma=1.5,0.95", f"hydra.sweep.dir={sweep_dir}"
+        tmp_path,
+        "-m",
+        *quick,
+        "wandb.video_episodes=0",
+        "algo.gamma=1.5,0.95",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",
     )
     assert result.returncode != 0  # the sweep reports its failure...
-    (good,) = sweep_dir.glob("1_*")  # ...but the valid job ran to the end and kept its results
+    (good,) = sweep_dir.glob("1")  # ...but the valid job ran to the end and kept its results
     assert read_json(good / "metrics.json")["num_timesteps"] == 200 and (good / "final_model.zip").exists()
-    assert not list(sweep_dir.glob("0_*"))  # the bad job left no half-made directory
+    assert not (sweep_dir / "0").exists()  # the bad job left no half-made directory
     (failure,) = (sweep_dir / "failed_jobs.txt").read_text().splitlines()
     assert failure.startswith("job #0 (") and "algo.gamma=1.5" in failure
     assert "algo.gamma and algo.tau must be in (0, 1], got 1.5" in failure
-    if launcher == "basic":  # joblib workers' stderr is their own
-        assert f"error: {failure}" in result.stderr
+    assert f"error: {failure}" in result.stderr
 
 
 # --- broken physics -----------------------------------------------------------------------------------
@@ -292,7 +295,7 @@ def test_wandb_online_without_network_falls_back_offline(tmp_path: Path) -> None
         tmp_path,
         *quick,
         "wandb.mode=auto",
-        "wandb.init_timeout=5",
+        "wandb.init_timeout=3",
         f"hydra.run.dir={run_dir}",
         timeout=150,
         WANDB_MODE="online",
@@ -344,12 +347,21 @@ def test_wandb_online_without_credentials_falls_back_offline(tmp_path: Path) -> 
 def test_same_config_and_seed_give_identical_metrics(tiny_run: Path, joblib_sweep: tuple[Path, Any]) -> None:
     """Three runs of the tiny config (one alone, two side by side in a sweep): identical metrics.json."""
     sweep_dir, result = joblib_sweep
-    check_ok(result)
     reference = read_json(tiny_run / "metrics.json")
-    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    runs = sorted(p for p in sweep_dir.iterdir() if (p / "metrics.json").exists())
     assert len(runs) == 2
     for run in runs:
-        assert read_json(run / "metrics.json") == reference
+        assert without_wall_time(read_json(run / "metrics.json")) == without_wall_time(reference)
+    assert reference["num_timesteps"] == 200 and len(reference["episodes"]) == 3
+
+
+def without_wall_time(metrics: dict[str, Any]) -> str:
+    """metrics.json as canonical text (NaN == NaN) minus wall-clock timings (``*_us``, ``*_us_mean``)."""
+
+    def keep(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if not k.endswith(("_us", "_us_mean"))}
+
+    return json.dumps({**keep(metrics), "episodes": [keep(e) for e in metrics["episodes"]]}, sort_keys=True)
 
 
 # --- bad input ----------------------------------------------------------------------------------------
@@ -390,6 +402,12 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
     "unknown link": (["env.end_effector=hand"], None, ["unknown link 'hand'", "choose from"], False),
     "unknown joint": (["env.joints=[shoulder,wrist]"], None, ["joint 'wrist'", "choose from"], False),
     "resume of a missing dir": (["resume={case}/gone"], None, ["does not exist", "earlier run"], False),
+    "resume with a run dir": (
+        ["resume={case}/old_run", "hydra.run.dir={case}/run"],
+        "no damage",
+        ["drop hydra.run.dir="],
+        False,
+    ),
     "resume without checkpoint": (["resume={case}/old_run"], "no checkpoint", ["no complete checkpoint"], False),
     "resume of corrupt checkpoints": (["resume={case}/old_run"], "corrupt models", ["no complete checkpoint"], False),
     "resume of a corrupt replay buffer": (
@@ -409,24 +427,21 @@ def hydra_file(path: Path) -> bool:
 def bad_input_results(
     tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[Path, subprocess.CompletedProcess, dict[str, float]]]:
-    """Every bad input run once, three at a time (they stop at start-up)."""
-    cases = {}
+    """Every bad input run once through train.py's command line (they stop at start-up)."""
+    cases, befores = {}, {}
     for name, (overrides, needs, _, _) in BAD_INPUTS.items():
         case_dir = tmp_path_factory.mktemp("bad")
         if needs == "urdf":
             (case_dir / "broken.urdf").write_text(MALFORMED_URDF)
         elif needs:
             prepare_resume(tiny_run, case_dir, needs)
-        before = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file()}
-        args = [o.format(case=case_dir) for o in overrides] + ["wandb.mode=offline", f"hydra.run.dir={case_dir}/run"]
-        cases[name] = (case_dir, args, before)
-
-    def launch(name: str) -> tuple[Path, subprocess.CompletedProcess, dict[str, float]]:
-        case_dir, args, before = cases[name]
-        return case_dir, run_train(case_dir, *args, timeout=120), before
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip(cases, pool.map(launch, cases)))
+        befores[name] = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file()}
+        args = [o.format(case=case_dir) for o in overrides] + ["wandb.mode=offline"]
+        if not any(o.startswith("resume=") for o in overrides):
+            args.append(f"hydra.run.dir={case_dir}/run")
+        cases[name] = (case_dir, args)
+    results = run_train_many(list(cases.values()))
+    return {name: (cases[name][0], result, befores[name]) for name, result in zip(cases, results, strict=True)}
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))

@@ -19,6 +19,7 @@ from tests.conftest import (
     offline_run_dirs,
     read_json,
     run_train,
+    run_train_many,
     wandb_history,
     wandb_summary,
 )
@@ -107,19 +108,23 @@ def test_resume_continues_step_count_and_wandb_run(tiny_run: Path, tmp_path: Pat
     assert not (tmp_path / "outputs").exists()
 
 
-def test_joblib_multirun_finishes(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+def test_joblib_multirun_finishes_despite_failing_jobs(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
     sweep_dir, result = joblib_sweep
-    check_ok(result)
+    assert result.returncode != 0, result.stderr  # two jobs had an invalid algo.gamma: the sweep says so
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
+    assert [p.name for p in jobs] == ["2", "3"]  # the valid jobs, and no half-made dirs
     groups = set()
     for job in jobs:
+        assert "algo.gamma=0.95" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
         assert read_json(job / "metrics.json")["num_timesteps"] == STEPS
         assert (job / "final_model.zip").exists() and len(step_dirs(job)) == 2
         (offline,) = offline_run_dirs(job)
         groups.add(read_json(job / "run.json")["wandb_group"])
         assert wandb_summary(offline)["summary"]["final/num_timesteps"] == STEPS
     assert groups == {f"sweep-{sweep_dir.name}"}  # one wandb group per sweep
+    failures = sorted((sweep_dir / "failed_jobs.txt").read_text().splitlines())
+    assert [line.split(" (")[0] for line in failures] == ["job #0", "job #1"]
+    assert all("algo.gamma=1.5" in line and "must be in (0, 1], got 1.5" in line for line in failures)
 
 
 def test_submitit_local_multirun_finishes(tmp_path: Path) -> None:
@@ -135,10 +140,10 @@ def test_submitit_local_multirun_finishes(tmp_path: Path) -> None:
         "wandb.video_episodes=0",
         "seed=0,1",
         f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",
     )
     check_ok(result)
-    jobs = [next(sweep_dir.glob(f"{n}_*seed={n}*")) for n in (0, 1)]
-    metrics = [read_json(job / "metrics.json") for job in jobs]
+    metrics = [read_json(sweep_dir / str(n) / "metrics.json") for n in (0, 1)]
     assert [m["num_timesteps"] for m in metrics] == [STEPS, STEPS]
     assert metrics[0]["episodes"] != metrics[1]["episodes"]  # different seeds, different policies
 
@@ -148,3 +153,55 @@ def test_misspelled_override_fails_without_run_dir(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Key 'total_timestep' not in 'TrainConfig'" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_optuna_sweeper_config_runs_a_study(tmp_path: Path) -> None:
+    """``hydra/sweeper=planar_arm_optuna`` maximises the returned success rate over the five knobs."""
+    sweep_dir = tmp_path / "sweep"
+    # (A key given on the command line is fixed, not searched: no algo.batch_size here.)
+    overrides = [o for o in TINY if not o.startswith(("eval.freq", "wandb.video", "algo.batch_size"))]
+    result = run_train(
+        tmp_path,
+        "-m",
+        "hydra/sweeper=planar_arm_optuna",
+        "hydra.sweeper.n_trials=2",
+        *overrides,
+        "eval.freq=0",
+        "wandb.video_episodes=0",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    )
+    check_ok(result)
+    study = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert study.name == "optuna"
+    assert set(study.best_params) == {
+        "algo.learning_rate",
+        "algo.gamma",
+        "algo.tau",
+        "algo.action_noise.sigma",
+        "algo.batch_size",
+    }
+    trials = [read_json(sweep_dir / str(n) / "metrics.json") for n in (0, 1)]
+    assert study.best_value == max(t["success_rate"] for t in trials)
+    for n in (0, 1):
+        config = OmegaConf.load(sweep_dir / str(n) / ".hydra" / "config.yaml")
+        assert 1e-4 <= config.algo.learning_rate <= 3e-3 and 0.9 <= config.algo.gamma <= 0.99
+        assert 0.005 <= config.algo.tau <= 0.1 and 0.05 <= config.algo.action_noise.sigma <= 0.4
+        assert config.algo.batch_size in (64, 128, 256, 512)
+
+
+def test_launcher_configs_compose(tmp_path: Path) -> None:
+    """The SLURM and local-parallel launcher presets and the Optuna preset compose (no cluster needed)."""
+    presets = {
+        "hydra/launcher=slurm": ["SlurmLauncher", "cpus_per_task: 2", "timeout_min: 180"],
+        "hydra/launcher=local_parallel": ["JoblibLauncher", "n_jobs: 2"],
+        "hydra/sweeper=planar_arm_optuna": ["OptunaSweeper", "direction: maximize", "n_jobs: 1"],
+    }
+    cases = []
+    for n, preset in enumerate(presets):
+        (tmp_path / str(n)).mkdir()
+        cases.append((tmp_path / str(n), [preset, "--cfg", "hydra"]))
+    for (preset, fragments), result in zip(presets.items(), run_train_many(cases), strict=True):
+        check_ok(result)
+        for fragment in fragments:
+            assert fragment in result.stdout, (preset, fragment)
