@@ -78,7 +78,8 @@ class Checkpointing(BaseCallback):
         self.next_save = 0
 
     def _on_training_start(self) -> None:
-        self.next_save = (self.num_timesteps // self.cfg.freq + 1) * self.cfg.freq
+        if self.cfg.freq > 0:  # 0: no periodic checkpoints (the final one is still written)
+            self.next_save = (self.num_timesteps // self.cfg.freq + 1) * self.cfg.freq
 
     def save(self) -> Path:
         state = {"wandb_run_id": self.wandb_run_id, "best_success": self.evaluation.best_success}

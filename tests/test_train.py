@@ -108,23 +108,21 @@ def test_resume_continues_step_count_and_wandb_run(tiny_run: Path, tmp_path: Pat
     assert not (tmp_path / "outputs").exists()
 
 
-def test_joblib_multirun_finishes_despite_failing_jobs(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+def test_joblib_multirun_finishes(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
     sweep_dir, result = joblib_sweep
-    assert result.returncode != 0, result.stderr  # two jobs had an invalid algo.gamma: the sweep says so
+    check_ok(result)
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["2", "3"]  # the valid jobs, and no half-made dirs
+    assert [p.name for p in jobs] == ["0", "1"]
     groups = set()
-    for job in jobs:
-        assert "algo.gamma=0.95" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
+    for job, name in zip(jobs, "ab", strict=True):
+        assert f"wandb.name={name}" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
         assert read_json(job / "metrics.json")["num_timesteps"] == STEPS
         assert (job / "final_model.zip").exists() and len(step_dirs(job)) == 2
         (offline,) = offline_run_dirs(job)
         groups.add(read_json(job / "run.json")["wandb_group"])
         assert wandb_summary(offline)["summary"]["final/num_timesteps"] == STEPS
     assert groups == {f"sweep-{sweep_dir.name}"}  # one wandb group per sweep
-    failures = sorted((sweep_dir / "failed_jobs.txt").read_text().splitlines())
-    assert [line.split(" (")[0] for line in failures] == ["job #0", "job #1"]
-    assert all("algo.gamma=1.5" in line and "must be in (0, 1], got 1.5" in line for line in failures)
+    assert not (sweep_dir / "failed_jobs.txt").exists()
 
 
 def test_submitit_local_multirun_finishes(tmp_path: Path) -> None:
