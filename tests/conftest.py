@@ -64,10 +64,10 @@ for case in json.load(sys.stdin):
         os.chdir(case["cwd"])
         for fd, name in ((1, "stdout"), (2, "stderr")):
             os.dup2(os.open(case[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        sys.argv = [case["train"], *case["args"]]
+        sys.argv = [case["script"], *case["args"]]
         code = 0
         try:
-            runpy.run_path(case["train"], run_name="__main__")
+            runpy.run_path(case["script"], run_name="__main__")
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         except BaseException:
@@ -81,17 +81,14 @@ print(json.dumps(results))
 """
 
 
-def run_train_many(cases: list[tuple[Path, list[str]]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
-    """``python train.py <args>`` in ``cwd`` for each ``(cwd, args)``, one after another, preloaded."""
+def run_train_many(
+    cases: list[tuple[Path, list[str]]], timeout: float = 300, scripts: list[Path] | None = None
+) -> list[subprocess.CompletedProcess]:
+    """``python train.py <args>`` (or ``scripts[i]``) in ``cwd`` for each ``(cwd, args)``, in turn, preloaded."""
+    scripts = scripts or [TRAIN] * len(cases)
     specs = [
-        {
-            "cwd": str(cwd),
-            "args": args,
-            "train": str(TRAIN),
-            "stdout": str(cwd / ".stdout"),
-            "stderr": str(cwd / ".stderr"),
-        }
-        for cwd, args in cases
+        {"cwd": str(cwd), "args": args, "script": str(script), "stdout": str(cwd / ".o"), "stderr": str(cwd / ".e")}
+        for (cwd, args), script in zip(cases, scripts, strict=True)
     ]
     runner = subprocess.run(
         [sys.executable, "-c", PRELOADED_RUNNER],

@@ -430,6 +430,12 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
     ),
     "resume without checkpoint": (["resume={case}/old_run"], "no checkpoint", ["no complete checkpoint"], False),
     "resume of corrupt checkpoints": (["resume={case}/old_run"], "corrupt models", ["no complete checkpoint"], False),
+    "evaluating a checkpoint on an env with other spaces": (
+        ["run={case}/old_run", "env.goal_conditioned=false", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["has observation_space Dict", "but the env PlanarArmReach-v0 has Box", "check env.*"],
+        False,
+    ),
     "resume of a corrupt replay buffer": (
         ["resume={case}/old_run"],
         "corrupt replay buffer",
@@ -437,6 +443,9 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         False,
     ),
 }
+
+
+EVALUATE_CASES = {"evaluating a checkpoint on an env with other spaces"}  # evaluate.py, not train.py
 
 
 def hydra_file(path: Path) -> bool:
@@ -448,7 +457,7 @@ def bad_input_results(
     tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[Path, subprocess.CompletedProcess, dict[str, float]]]:
     """Every bad input run once through train.py's command line (they stop at start-up)."""
-    cases, befores = {}, {}
+    cases, befores, scripts = {}, {}, []
     for name, (overrides, needs, _, _) in BAD_INPUTS.items():
         case_dir = tmp_path_factory.mktemp("bad")
         if needs == "urdf":
@@ -456,11 +465,16 @@ def bad_input_results(
         elif needs:
             prepare_resume(tiny_run, case_dir, needs)
         befores[name] = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file()}
-        args = [o.format(case=case_dir) for o in overrides] + ["wandb.mode=offline"]
-        if not any(o.startswith("resume=") for o in overrides):
-            args.append(f"hydra.run.dir={case_dir}/run")
+        args = [o.format(case=case_dir) for o in overrides]
+        if name in EVALUATE_CASES:
+            scripts.append(REPO / "evaluate.py")
+        else:
+            scripts.append(TRAIN)
+            args.append("wandb.mode=offline")
+            if not any(o.startswith("resume=") for o in overrides):
+                args.append(f"hydra.run.dir={case_dir}/run")
         cases[name] = (case_dir, args)
-    results = run_train_many(list(cases.values()))
+    results = run_train_many(list(cases.values()), scripts=scripts)
     return {name: (cases[name][0], result, befores[name]) for name, result in zip(cases, results, strict=True)}
 
 
