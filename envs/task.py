@@ -9,7 +9,7 @@ import numpy as np
 
 from envs.robot import Robot
 
-REWARD_TYPES = ("dense", "sparse", "mixed", "log")
+REWARD_TYPES = ("dense", "sparse", "mixed")
 
 
 class ReachTask:
@@ -19,9 +19,7 @@ class ReachTask:
     :param end_effectors: link names; the goal is one 3-D point per link, concatenated (3 * k,).
     :param success_threshold: success when every end effector is this close to its goal, metres.
     :param reward_type: ``"dense"`` (minus mean distance, metres), ``"sparse"`` (-1 until success, then 0)
-        ``"mixed"`` (their sum: the dense term guides, the step at the threshold asks for precision)
-        or ``"log"`` (``-log(1 + d / success_threshold)``: halving the error is worth the same at any
-        scale, so the last centimetre counts as much as the first decimetre).
+        or ``"mixed"`` (their sum: the dense term guides, the step at the threshold asks for precision).
     :param torque_cost: weight of the mean squared normalised action subtracted from the reward.
     """
 
@@ -76,8 +74,6 @@ class ReachTask:
         reward = np.zeros(distances.shape[:-1], dtype=distances.dtype)
         if self.reward_type in ("sparse", "mixed"):
             reward = reward + np.all(distances < self.success_threshold, axis=-1) - 1.0
-        if self.reward_type == "log":
-            reward = reward - np.log1p(distances / self.success_threshold).sum(axis=-1) / distances.shape[-1]
         if self.reward_type in ("dense", "mixed"):
             reward = reward - distances.sum(axis=-1) / distances.shape[-1]  # the mean; ndarray.mean costs 3x more
         # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's

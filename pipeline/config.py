@@ -155,7 +155,7 @@ class TrainConfig:
     env: Any = MISSING
     algo: Any = MISSING
     seed: int = 0
-    total_timesteps: int = 60_000  # env steps, summed over the n_envs envs
+    total_timesteps: int = 50_000  # env steps, summed over the n_envs envs
     n_envs: int = 1
     torch_threads: int = 1  # one thread per process, so side-by-side sweep jobs do not fight
     device: str = "cpu"
