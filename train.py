@@ -12,6 +12,7 @@ final_model.zip, metrics.json (final evaluation), progress.csv, video.mp4, wandb
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import imageio
 import torch
 import wandb
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
@@ -253,9 +255,26 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     return metrics["success_rate"]
 
 
+def config_error_line(error: BaseException) -> str:
+    """Hydra's several-line composition error (unknown key, option or type) as one line with the fix."""
+    text = f"{error}\n{error.__cause__ or ''}"
+    skip = ("full_key:", "object_type=", "reference_type=", "To append", "Config search path", "provider=", "schema_")
+    parts = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(skip)]
+    message = " ".join(p if p.endswith((".", ":", ",")) else p + ";" for p in parts).rstrip(";")
+    return f"{message}; fix the override (python train.py --cfg job shows every key and value)."
+
+
 if __name__ == "__main__":
     # Hydra makes the run directory (resume= reuses it) before main runs: check resume= first.
     if problem := check_resume_argument(sys.argv[1:]):
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    main()
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's full reports
+        main()
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises composition errors instead of printing them
+        try:
+            main()
+        except (ConfigCompositionException, OverrideParseException) as error:
+            print(f"error: {config_error_line(error)}", file=sys.stderr)
+            sys.exit(2)

@@ -16,6 +16,7 @@ from pipeline.factory import make_env
 from tests.conftest import (
     TINY,
     check_ok,
+    error_lines,
     offline_run_dirs,
     read_json,
     run_train,
@@ -148,8 +149,9 @@ def test_submitit_local_multirun_finishes(tmp_path: Path) -> None:
 
 def test_misspelled_override_fails_without_run_dir(tmp_path: Path) -> None:
     result = run_train(tmp_path, "total_timestep=200", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode != 0
-    assert "Key 'total_timestep' not in 'TrainConfig'" in result.stderr
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("error: Could not override 'total_timestep'. Key 'total_timestep' not in 'TrainConfig'")
     assert list(tmp_path.iterdir()) == []
 
 
