@@ -126,10 +126,10 @@ def offline_run_dirs(run_dir: Path) -> list[Path]:
     return sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
 
 
-def wandb_summary(offline_run_dir: Path) -> dict[str, Any]:
-    """State, run id and summary of an offline run, read from its .wandb file by ``wandb leet inspect``."""
+def leet_inspect(offline_run_dir: Path, *flags: str) -> str:
+    """Stdout of ``wandb leet inspect <flags> --json`` on an offline run (wandb's own reader of .wandb files)."""
     result = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(offline_run_dir)],
+        [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(offline_run_dir)],
         env=train_env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -137,21 +137,17 @@ def wandb_summary(offline_run_dir: Path) -> dict[str, Any]:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return result.stdout
+
+
+def wandb_summary(offline_run_dir: Path) -> dict[str, Any]:
+    """State, run id and summary of an offline run."""
+    return json.loads(leet_inspect(offline_run_dir, "--summary"))
 
 
 def wandb_history(offline_run_dir: Path) -> list[dict[str, Any]]:
     """The history rows (``run.log`` calls) of an offline run, as ``{key: value}`` dicts."""
-    result = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline_run_dir)],
-        env=train_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    records = (json.loads(line) for line in result.stdout.splitlines())
+    records = (json.loads(line) for line in leet_inspect(offline_run_dir).splitlines())
     return [record["history"]["item"] for record in records if record.get("type") == "history"]
 
 
