@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import hydra
-import imageio
 import torch
 import wandb
 from hydra.core.hydra_config import HydraConfig
@@ -31,7 +30,14 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline import checkpoints
 from pipeline.config import register_configs, validate_config
-from pipeline.evaluation import PERIODIC_SEED_OFFSET, episode_rows, evaluate, policy_controller, run_episode, summarise
+from pipeline.evaluation import (
+    PERIODIC_SEED_OFFSET,
+    episode_rows,
+    evaluate,
+    policy_controller,
+    record_episodes,
+    summarise,
+)
 from pipeline.factory import ALGORITHMS, make_env, make_model, make_training_env
 from pipeline.tracking import LineOutputFormat, WandbOutputFormat, init_run, resolved_config
 
@@ -112,13 +118,11 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
 def record_video(cfg: DictConfig, model, path: Path) -> Path:
     """An mp4 of ``wandb.video_episodes`` held-out episodes, rendered headless."""
     env = make_env(cfg.env, render_mode="rgb_array")
-    frames: list = []
-    controller = policy_controller(model, model.get_vec_normalize_env())
-    for i in range(cfg.wandb.video_episodes):
-        run_episode(env, controller, cfg.eval.goal_seed + i, frames)
-    env.close()
-    imageio.mimsave(path, frames, fps=env.metadata["render_fps"], macro_block_size=8)
-    return path
+    seeds = [cfg.eval.goal_seed + i for i in range(cfg.wandb.video_episodes)]
+    try:
+        return record_episodes(env, policy_controller(model, model.get_vec_normalize_env()), seeds, path)
+    finally:
+        env.close()
 
 
 def check_resume_argument(argv: list[str]) -> str | None:
