@@ -15,9 +15,11 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 import wandb
 from hydra.core.hydra_config import HydraConfig
@@ -70,6 +72,9 @@ class HeldOutEvaluation(BaseCallback):
         summary = summarise(evaluate(self.env, controller, self.n_goals, self.goal_seed))
         for key in ("success_rate", "final_distance_mean", "final_distance_median", "fall_rate"):
             self.logger.record(f"eval/{key}", summary[key])
+        # Step and wall clock in the same CSV row, for learning curves against either.
+        self.logger.record("eval/env_steps", self.num_timesteps)
+        self.logger.record("eval/wall_seconds", (time.time_ns() - self.model.start_time) / 1e9)
         if summary["success_rate"] > self.best_success:
             self.best_success = summary["success_rate"]
             checkpoints.save_model(self.model, self.run_dir / "best_model.zip")
@@ -77,12 +82,52 @@ class HeldOutEvaluation(BaseCallback):
         return True
 
 
+class GoalCurriculum(BaseCallback):
+    """Widens the training envs' ``goal_range`` from ``curriculum.start`` to 1 as training episodes succeed.
+
+    Promotion: at least ``min_episodes`` episodes since the last one, and a success rate of
+    ``success_threshold`` over SB3's window of recent episodes (100).
+    """
+
+    def __init__(self, cfg: DictConfig, goal_range: float | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg.curriculum
+        self.goal_range = self.cfg.start if goal_range is None else goal_range
+        self.episodes_at_promotion = 0
+
+    def _on_training_start(self) -> None:
+        self.training_env.env_method("set_goal_range", self.goal_range)
+        self.episodes_at_promotion = self.model._episode_num
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # After the rollout's finished episodes are in SB3's success buffer (on_step comes before).
+        successes = self.model.ep_success_buffer
+        enough = self.model._episode_num - self.episodes_at_promotion >= self.cfg.min_episodes
+        if self.goal_range < 1.0 and enough and successes and np.mean(successes) >= self.cfg.success_threshold:
+            self.goal_range = min(1.0, self.goal_range + self.cfg.increment)
+            self.training_env.env_method("set_goal_range", self.goal_range)
+            self.episodes_at_promotion = self.model._episode_num
+            successes.clear()  # the next promotion is judged on episodes with the new goals
+        self.logger.record("curriculum/goal_range", self.goal_range)
+
+
 class Checkpointing(BaseCallback):
     """Every ``freq`` env steps: a crash-safe checkpoint with replay buffer and resume state."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, wandb_run_id: str | None, evaluation: HeldOutEvaluation):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        wandb_run_id: str | None,
+        evaluation: HeldOutEvaluation,
+        curriculum: GoalCurriculum | None,
+    ) -> None:
         super().__init__()
         self.cfg, self.run_dir, self.wandb_run_id, self.evaluation = cfg.checkpoint, run_dir, wandb_run_id, evaluation
+        self.curriculum = curriculum
         self.next_save = 0
 
     def _on_training_start(self) -> None:
@@ -91,6 +136,8 @@ class Checkpointing(BaseCallback):
 
     def save(self) -> Path:
         state = {"wandb_run_id": self.wandb_run_id, "best_success": self.evaluation.best_success}
+        if self.curriculum:
+            state["goal_range"] = self.curriculum.goal_range
         return checkpoints.save_checkpoint(
             self.run_dir / "checkpoints", self.model, state, self.cfg.replay_buffer, self.cfg.keep
         )
@@ -225,8 +272,10 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
 
     # 4. Learn, evaluating and checkpointing on the way.
     evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_success", -1.0))
-    checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation)
-    callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + [checkpointing]
+    curriculum = GoalCurriculum(cfg, state.get("goal_range")) if cfg.curriculum.enabled else None
+    checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum)
+    callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else []) + [checkpointing]
+    start_steps, start_time = model.num_timesteps, time.perf_counter()
     model.learn(
         total_timesteps=max(cfg.total_timesteps - model.num_timesteps, 0),
         callback=callbacks,
@@ -234,6 +283,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         reset_num_timesteps=False,
         progress_bar=interactive,
     )
+    learn_seconds = time.perf_counter() - start_time  # the training loop: rollouts, updates, callbacks
     checkpointing.save()
     checkpoints.save_model(model, run_dir / "final_model.zip")
     if not (run_dir / "best_model.zip").exists():
@@ -246,7 +296,12 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         cfg.eval.final_goals,
         cfg.eval.goal_seed,
     )
-    metrics = {**summarise(results), "num_timesteps": model.num_timesteps}
+    metrics = {
+        **summarise(results),
+        "num_timesteps": model.num_timesteps,
+        "learn_seconds": learn_seconds,
+        "learn_steps_per_second": (model.num_timesteps - start_steps) / learn_seconds,
+    }
     checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episode_rows(results)})
     print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
     video = record_video(cfg, model, run_dir / "video.mp4") if cfg.wandb.video_episodes > 0 else None

@@ -2,7 +2,7 @@
 
 For each env: ``gym.make`` it and step it with random actions (resetting on episode end); then,
 in a raw ``BulletClient(DIRECT)`` holding the same URDF (same base, same ground, same start pose),
-run the same number of ``stepSimulation`` calls (steps x frame_skip) with a
+run the same number of ``stepSimulation`` calls (steps x frame_skip, same joint speed limits) with a
 ``setJointMotorControlArray(TORQUE_CONTROL)`` every substep and ``getJointStates`` plus one
 ``getLinkState`` per end effector every env step. The two are interleaved ``--repeats`` times and
 the best of each is kept, since a shared machine is noisy. Target: env >= 0.5 x bare.
@@ -76,6 +76,10 @@ class BareLoop:
         )
         for index, state in zip(robot.all_actuated, source.getJointStates(robot.body, robot.all_actuated)):
             self.client.resetJointState(self.body, index, state[0], 0.0)
+            # The same motor speed limit as the env (the URDF's velocity limit).
+            limit = source.getJointInfo(robot.body, index)[11]
+            if limit > 0:
+                self.client.changeDynamics(self.body, index, maxJointVelocity=limit)
         self.client.setJointMotorControlArray(
             self.body, robot.all_actuated, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(robot.all_actuated)
         )

@@ -56,8 +56,10 @@ class HumanoidReachEnv(UrdfReachEnv):
         goal_conditioned: bool = False,
         reward_type: str = "dense",
         torque_cost: float = 0.05,
+        action_scale: float = 1.0,
         initial_joint_positions: Sequence[float] | None = None,
         initial_joint_noise: float = 0.02,
+        goal_range: float = 1.0,
         fixed_base: bool = False,
         base_position: Sequence[float] = (0.0, 0.0, 0.94),
         gravity_compensation: bool = True,
@@ -91,8 +93,10 @@ class HumanoidReachEnv(UrdfReachEnv):
             goal_conditioned=goal_conditioned,
             reward_type=reward_type,
             torque_cost=torque_cost,
+            action_scale=action_scale,
             initial_joint_positions=initial_joint_positions,
             initial_joint_noise=initial_joint_noise,
+            goal_range=goal_range,
             fixed_base=fixed_base,
             base_position=base_position,
             gravity_compensation=gravity_compensation,
@@ -169,7 +173,7 @@ class HumanoidReachEnv(UrdfReachEnv):
     def _sample_goal(self) -> np.ndarray:
         """Hand positions of a random pose that is statically balanced on the planted feet."""
         for _ in range(GOAL_ATTEMPTS):
-            goal = self.task.sample_goal(self.np_random)
+            goal = self.task.sample_goal(self.np_random, self.initial_joint_positions, self.goal_range)
             if com_margin(self.balance.center_of_mass()[:2], self.neutral_polygon) >= self.com_margin_target:
                 return goal
         return self.neutral_goal.copy()

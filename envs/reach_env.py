@@ -18,8 +18,9 @@ from envs.task import ReachTask
 class UrdfReachEnv(gym.Env):
     """Torque-controlled reaching with any URDF robot.
 
-    Action: ``Box(-1, 1, (n_joints,))``, scaled by each joint's URDF effort limit to a torque
-    (N m) and applied at every one of ``frame_skip`` physics steps.
+    Action: ``Box(-1, 1, (n_joints,))``, scaled to a torque (N m) by ``action_torques``
+    (``action_scale`` times each joint's URDF effort limit) and applied at every one of
+    ``frame_skip`` physics steps.
 
     Observation (``goal_conditioned=False``), float32 vector, in this order:
     cos and sin of revolute joint angles (prismatic: position, m), joint velocities
@@ -39,8 +40,11 @@ class UrdfReachEnv(gym.Env):
     :param goal_conditioned: Dict observation and ``compute_reward`` for HER.
     :param reward_type: ``"dense"`` or ``"sparse"`` (see ``ReachTask``).
     :param torque_cost: weight on the mean squared action in the reward.
+    :param action_scale: fraction of each joint's URDF effort limit that a full action (+-1) commands.
     :param initial_joint_positions: start pose (rad or m); ``None`` means zeros clipped to the limits.
     :param initial_joint_noise: uniform noise added to the start pose at reset, rad or m.
+    :param goal_range: goals come from joint configurations this fraction of the way from the start
+        pose to a uniform random one (1: the whole workspace); ``set_goal_range`` changes it (curriculum).
     :param fixed_base: bolt the robot's base to the world.
     :param base_position: metres.
     :param gravity_compensation: add gravity-cancelling torques (inverse dynamics) under the action.
@@ -62,8 +66,10 @@ class UrdfReachEnv(gym.Env):
         goal_conditioned: bool = False,
         reward_type: str = "dense",
         torque_cost: float = 0.0,
+        action_scale: float = 1.0,
         initial_joint_positions: Sequence[float] | None = None,
         initial_joint_noise: float = 0.0,
+        goal_range: float = 1.0,
         fixed_base: bool = True,
         base_position: Sequence[float] = (0.0, 0.0, 0.0),
         gravity_compensation: bool = False,
@@ -74,6 +80,10 @@ class UrdfReachEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"unknown render_mode '{render_mode}'; choose from {self.metadata['render_modes']} or None."
+            )
+        if not 0.0 < action_scale <= 1.0:
+            raise ValueError(
+                f"action_scale must be in (0, 1] (a fraction of the URDF effort limits), got {action_scale}."
             )
         if frame_skip < 1:
             raise ValueError(f"frame_skip must be >= 1, got {frame_skip}.")
@@ -97,6 +107,7 @@ class UrdfReachEnv(gym.Env):
             raise
 
         n = self.robot.n_joints
+        self.action_torques = action_scale * self.robot.torque_limits  # (n_joints,), N m per unit of action
         lower, upper = self.robot.joint_limits
         initial = (
             np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)
@@ -107,6 +118,7 @@ class UrdfReachEnv(gym.Env):
             )
         self.initial_joint_positions = np.clip(initial, lower, upper)
         self.initial_joint_noise = initial_joint_noise
+        self.set_goal_range(goal_range)
 
         if goal_conditioned:
             # Only goal envs may have compute_reward: SB3 and gymnasium-robotics detect goal envs by it.
@@ -118,6 +130,7 @@ class UrdfReachEnv(gym.Env):
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
         self.task.goal = self.task.achieved_goal()
+        self._goal = self.task.goal.astype(np.float32)
         robot_obs_dim = self._robot_observation().size
         goal_dim = self.task.goal_dim
         if goal_conditioned:
@@ -152,7 +165,7 @@ class UrdfReachEnv(gym.Env):
 
     def _sample_goal(self) -> np.ndarray:
         """A goal (3k,) for reset; leaves the robot anywhere, since reset restores its state afterwards."""
-        return self.task.sample_goal(self.np_random)
+        return self.task.sample_goal(self.np_random, self.initial_joint_positions, self.goal_range)
 
     def _update_info(self, info: dict[str, Any]) -> None:
         """Add robot-specific quantities to ``info`` after a step or reset."""
@@ -165,22 +178,28 @@ class UrdfReachEnv(gym.Env):
         """True when the episode must end (e.g. a fall); an arm never terminates."""
         return False
 
+    def set_goal_range(self, goal_range: float) -> None:
+        """Goals from the next reset on lie ``goal_range`` (0, 1] of the way to a random pose (see the class)."""
+        if not 0.0 < goal_range <= 1.0:
+            raise ValueError(f"goal_range must be in (0, 1], got {goal_range}.")
+        self.goal_range = float(goal_range)
+
     # --- gymnasium API ---------------------------------------------------------------------------
 
     def _observation(self, achieved: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
-        """Observation for the current state; ``achieved`` is ``task.achieved_goal()``, read once per step."""
+        """Observation for the current state; ``achieved`` is ``task.achieved_goal()`` in float32, read once per step."""
         robot_obs = self._robot_observation()
-        goal = self.task.goal
         if self.goal_conditioned:
             return {
                 "observation": np.concatenate([robot_obs, achieved]).astype(np.float32),
-                "achieved_goal": achieved.astype(np.float32),
-                "desired_goal": goal.astype(np.float32),
+                "achieved_goal": achieved,
+                "desired_goal": self._goal.copy(),
             }
+        goal = self._goal
         return np.concatenate([robot_obs, achieved, goal, goal - achieved]).astype(np.float32)
 
-    def _info(self, achieved: np.ndarray, torque_penalty: float) -> dict[str, Any]:
-        distances = self.task.distances(achieved, self.task.goal)
+    def _info(self, distances: np.ndarray, torque_penalty: float) -> dict[str, Any]:
+        """``info`` for per-end-effector ``distances`` (k,), m."""
         info = {
             "distance": float(distances.max()),
             "is_success": bool((distances < self.task.success_threshold).all()),
@@ -210,16 +229,19 @@ class UrdfReachEnv(gym.Env):
                 )
             sampled = goal
         self.task.goal = sampled
+        # The agent sees float32 goals; rewards and success use the same numbers, so HER's recomputation matches.
+        self._goal = sampled.astype(np.float32)
         self.session.restore_state(self._initial_state)
         self._reset_robot()
         for marker, position in zip(self.goal_markers, self.task.goal.reshape(-1, 3)):
             self.session.move_marker(marker, position)
-        achieved = self.task.achieved_goal()
-        return self._observation(achieved), self._info(achieved, torque_penalty=0.0)
+        achieved = self.task.achieved_goal().astype(np.float32)
+        observation = self._observation(achieved)  # before _info: the humanoid's info reuses its balance reading
+        return observation, self._info(self.task.distances(achieved, self._goal), torque_penalty=0.0)
 
     def torques(self, action: np.ndarray) -> np.ndarray:
         """Joint torques (n_joints,), N m, for a normalised action in [-1, 1]."""
-        torques = np.minimum(np.maximum(action, -1.0), 1.0) * self.robot.torque_limits  # np.clip costs 3x more
+        torques = np.minimum(np.maximum(action, -1.0), 1.0) * self.action_torques  # np.clip costs 3x more
         if self.gravity_compensation:
             torques = torques + self.robot.gravity_torques()
         return torques
@@ -239,9 +261,10 @@ class UrdfReachEnv(gym.Env):
             apply_torques(torques)
             physics_step()
 
-        achieved = self.task.achieved_goal()
+        achieved = self.task.achieved_goal().astype(np.float32)
         observation = self._observation(achieved)
-        info = self._info(achieved, torque_penalty)
+        distances = self.task.distances(achieved, self._goal)
+        info = self._info(distances, torque_penalty)
         unstable = not np.abs(self._joint_velocities).max() <= self.max_joint_speed  # also True for NaN
         # NaN and inf propagate through a sum: one finiteness test per array instead of per element.
         arrays = observation.values() if self.goal_conditioned else (observation,)
@@ -252,10 +275,10 @@ class UrdfReachEnv(gym.Env):
             info["unstable"] = True
             observation = self._sanitise(observation)
             achieved = np.nan_to_num(achieved, nan=0.0, posinf=0.0, neginf=0.0)
+            distances = self.task.distances(achieved, self._goal)
             info["penalty"] = float(np.nan_to_num(info["penalty"], nan=0.0, posinf=0.0, neginf=0.0))
 
-        # Reward from the float32 goals the agent sees, so HER's recomputation matches it exactly.
-        reward = float(self.task.compute_reward(achieved.astype(np.float32), self.task.goal.astype(np.float32), info))
+        reward = float(self.task.reward(distances, info["penalty"]))
         terminated = not unstable and self._terminated(info)
         return observation, reward, terminated, unstable, info
 

@@ -65,6 +65,12 @@ class Robot:
             raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
         self.velocity_limits = np.array([joint_by_name[name][11] for name in joints], dtype=np.float64)  # rad/s or m/s
         self.all_actuated = [joint_by_name[name][0] for name in movable]
+        # PyBullet ignores URDF velocity limits (it clamps every joint at 100 rad/s); a motor never
+        # exceeds its rated speed, so the URDF's limit is the clamp.
+        for name in movable:
+            index, limit = joint_by_name[name][0], joint_by_name[name][11]
+            if limit > 0:
+                self.client.changeDynamics(self.body, index, maxJointVelocity=limit)
         # Hot-path calls bound once: BulletClient looks every attribute up again and wraps it per call.
         self._set_motors = self.client.setJointMotorControlArray
         self._get_joint_states = self.client.getJointStates

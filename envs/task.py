@@ -49,15 +49,20 @@ class ReachTask:
 
     def achieved_goal(self) -> np.ndarray:
         """Current end-effector positions (3 * k,), world frame, metres."""
-        return np.concatenate([self.robot.link_position(link) for link in self.end_effector_links])
+        links = self.end_effector_links
+        if len(links) == 1:  # read every env step: skip the concatenate's copy
+            return self.robot.link_position(links[0])
+        return np.concatenate([self.robot.link_position(link) for link in links])
 
-    def sample_goal(self, rng: np.random.Generator) -> np.ndarray:
+    def sample_goal(self, rng: np.random.Generator, start: np.ndarray, goal_range: float = 1.0) -> np.ndarray:
         """A reachable goal: end-effector positions at a random joint configuration within limits.
 
+        The configuration lies ``goal_range`` of the way from the joint positions ``start`` (n,) to a
+        uniform draw, so goals near 0 stay close to the start pose (a curriculum widens them).
         Leaves the robot in that configuration; the caller resets it afterwards.
         """
         lower, upper = self.robot.joint_limits
-        self.robot.set_joint_positions(rng.uniform(lower, upper))
+        self.robot.set_joint_positions(start + goal_range * (rng.uniform(lower, upper) - start))
         return self.achieved_goal()
 
     def distances(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
@@ -70,21 +75,24 @@ class ReachTask:
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """Reward for a batch (..., 3k) of goals; ``info`` is one dict or an array of dicts (HER)."""
-        distances = self.distances(achieved_goal, desired_goal)
+        # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's
+        # relabelled rewards keep them.
+        if isinstance(info, dict):
+            penalty = info.get("penalty", 0.0)
+        else:
+            penalty = np.array([i.get("penalty", 0.0) for i in np.ravel(info)])
+        return self.reward(self.distances(achieved_goal, desired_goal), penalty)
+
+    def reward(self, distances: np.ndarray, penalty: float | np.ndarray) -> np.ndarray:
+        """Reward from per-end-effector distances (..., k), m, minus the goal-independent ``penalty`` (...)."""
         reward = np.zeros(distances.shape[:-1], dtype=distances.dtype)
         if self.reward_type in ("sparse", "mixed"):
             reward = reward + np.all(distances < self.success_threshold, axis=-1) - 1.0
         if self.reward_type in ("dense", "mixed"):
             reward = reward - distances.sum(axis=-1) / distances.shape[-1]  # the mean; ndarray.mean costs 3x more
-        # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's
-        # relabelled rewards keep them.
-        if isinstance(info, dict):
-            # float64 like the batched branch; a Python float would keep a float32 reward in float32.
-            penalty = np.float64(info.get("penalty", 0.0))
-        else:
-            penalty = np.array([i.get("penalty", 0.0) for i in np.ravel(info)]).reshape(reward.shape)
-        return reward - penalty
+        # float64 in both branches; a Python float would keep a float32 reward in float32.
+        return reward - np.asarray(penalty, dtype=np.float64).reshape(reward.shape)
 
     def torque_penalty(self, action: np.ndarray) -> float:
         """``torque_cost`` times the mean squared normalised action (n,)."""
-        return self.torque_cost * float(action @ action) / action.size
+        return self.torque_cost * float(action @ action) / action.size if self.torque_cost else 0.0

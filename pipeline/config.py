@@ -129,6 +129,19 @@ class EvalConfig:
 
 
 @dataclass
+class CurriculumConfig:
+    """Goal curriculum: training goals start near the start pose (``env.goal_range`` = ``start``) and
+    widen by ``increment`` whenever the training success rate over the last episodes reaches
+    ``success_threshold``; evaluation always uses ``env.goal_range``."""
+
+    enabled: bool = False
+    start: float = 0.1  # goal_range at step 0
+    increment: float = 0.1  # goal_range added per promotion, up to 1
+    success_threshold: float = 0.7  # training success rate (last 100 episodes) that promotes
+    min_episodes: int = 50  # episodes since the last promotion before the next one
+
+
+@dataclass
 class CheckpointConfig:
     freq: int = 10_000  # env steps between checkpoints (0: none)
     keep: int = 2  # newest checkpoints kept on disk
@@ -165,6 +178,7 @@ class TrainConfig:
     log_interval: int = 20  # episodes between training-metric dumps
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
@@ -216,6 +230,12 @@ def validate_config(cfg: Any) -> None:
     if cfg.algo.her.goal_selection_strategy not in HER_STRATEGIES:
         raise ValueError(
             f"unknown algo.her.goal_selection_strategy '{cfg.algo.her.goal_selection_strategy}'; choose from {HER_STRATEGIES}."
+        )
+    curriculum = cfg.curriculum
+    if curriculum.enabled and not (0.0 < curriculum.start <= 1.0 and curriculum.increment > 0):
+        raise ValueError(
+            f"curriculum.start must be in (0, 1] and curriculum.increment > 0, got {curriculum.start} "
+            f"and {curriculum.increment}."
         )
     if cfg.env.id not in gym.registry:
         raise ValueError(f"unknown env id '{cfg.env.id}'; choose env= one of {sorted(ENV_PRESETS)}.")

@@ -19,7 +19,7 @@ class JacobianController:
         tau = M (kp * dq - kd * qdot) + g(q)
 
     with ``M`` the joint-space mass matrix (kg m^2) and ``g`` the gravity torques from inverse dynamics
-    (left out when the env already adds them). It returns the normalised action ``tau / torque_limits``
+    (left out when the env already adds them). It returns the normalised action ``tau / action_torques``
     clipped to [-1, 1], so it runs through the same ``env.step`` as a policy.
 
     The damping grows with the error, ``lambda = max(damping, error_damping * |e|)``: far from the goal
@@ -72,7 +72,7 @@ class JacobianController:
         torques = mass @ (self.kp * dq - self.kd * qdot)
         if not env.gravity_compensation:  # the env adds g(q) itself when it compensates
             torques = torques + robot.gravity_torques()
-        return np.clip(torques / robot.torque_limits, -1.0, 1.0)
+        return np.clip(torques / env.action_torques, -1.0, 1.0)
 
 
 def inverse_kinematics_time_us(env: UrdfReachEnv, goals: list[np.ndarray]) -> float:

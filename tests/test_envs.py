@@ -120,6 +120,8 @@ def test_spaces_scaling_and_timing(make_env: Callable[..., gym.Env]) -> None:
     kuka = make_env("UrdfReach-v0", **KUKA).unwrapped
     assert kuka.observation_space.shape == (7 * 3 + 9,)
     np.testing.assert_allclose(kuka.torques(np.ones(7)), np.full(7, 300.0))
+    scaled = make_env(action_scale=0.25).unwrapped
+    np.testing.assert_allclose(scaled.torques(np.array([1.0, -0.5])), [0.25 * EFFORT[0], -0.125 * EFFORT[1]])
     # Only goal-conditioned envs expose compute_reward: SB3 treats any env that has it as a GoalEnv.
     assert not hasattr(planar, "compute_reward")
 
@@ -173,6 +175,18 @@ def test_joint_damping_from_the_urdf(make_env: Callable[..., gym.Env]) -> None:
     np.testing.assert_allclose(env.robot.joint_state()[1] - qdot0, expected, rtol=0.01)
 
 
+def test_urdf_velocity_limit_is_the_motor_speed_limit(make_env: Callable[..., gym.Env]) -> None:
+    """Full torque on KUKA's light wrist would pass 100 rad/s in a step; the URDF's 10 rad/s clamps it."""
+    env = make_env("UrdfReach-v0", **KUKA).unwrapped
+    env.reset(seed=0)
+    fastest = 0.0
+    for _ in range(20):
+        _, _, _, truncated, info = env.step(np.ones(7, dtype=np.float32))
+        fastest = max(fastest, np.abs(env.robot.joint_state()[1]).max())
+        assert not truncated and not info["unstable"]
+    assert fastest == pytest.approx(10.0)
+
+
 @pytest.mark.parametrize("joint", [0, 1])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_joint_torque_from_rest_moves_that_joint_its_way(
@@ -202,7 +216,7 @@ def test_kuka_gravity_compensation_and_positive_torque(make_env: Callable[..., g
         env.reset(seed=0)
         q_start, _ = robot.joint_state()
         action = np.zeros(7, dtype=np.float32)
-        action[joint] = 0.02
+        action[joint] = 0.005  # 1.5 N m: the wrist's speed stays under its 10 rad/s URDF limit (the clamp)
         env.step(action)
         q, qdot = robot.joint_state()
         mass = np.array(robot.client.calculateMassMatrix(robot.body, list(q_start)))
@@ -252,6 +266,30 @@ def test_same_seed_same_trajectory(make_env: Callable[..., gym.Env]) -> None:
     np.testing.assert_array_equal(rollout(second, seed=7), reference)
     np.testing.assert_array_equal(rollout(first, seed=7), reference)  # same env, after other steps
     assert not np.allclose(rollout(second, seed=8)[0], reference[0])  # the seed sets start pose and goal
+
+
+def test_goal_range_keeps_goals_near_the_start_pose(make_env: Callable[..., gym.Env]) -> None:
+    """goal_range r: the goal pose is r of the way to a uniform draw, so goals shrink towards the start tip."""
+    env = make_env(initial_joint_noise=0.0)
+    start_tip = fingertip_fk(env.unwrapped.initial_joint_positions)
+
+    def spread(goal_range: float) -> float:
+        env.unwrapped.set_goal_range(goal_range)
+        goals = [planar_parts(env.reset(seed=seed)[0])["goal"] for seed in range(30)]
+        return float(np.max(np.linalg.norm(np.array(goals) - start_tip, axis=1)))
+
+    wide, narrow = spread(1.0), spread(0.05)
+    assert narrow < 0.2 < 0.6 < wide  # metres; the arm reaches 0.9 m, a 0.05 range turns a joint <= 0.3 rad
+    # The goal pose is the start pose moved half way to the reset's first uniform draw (gymnasium seeds
+    # np_random as numpy's default_rng).
+    env.unwrapped.set_goal_range(0.5)
+    start = env.unwrapped.initial_joint_positions
+    draw = np.random.default_rng(3).uniform(*env.unwrapped.robot.joint_limits)
+    np.testing.assert_allclose(
+        planar_parts(env.reset(seed=3)[0])["goal"], fingertip_fk(start + 0.5 * (draw - start)), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="goal_range must be in"):
+        env.unwrapped.set_goal_range(0.0)
 
 
 def test_sampled_goals_are_reachable(make_env: Callable[..., gym.Env]) -> None:

@@ -376,10 +376,10 @@ def test_same_config_and_seed_give_identical_metrics(tiny_run: Path, joblib_swee
 
 
 def without_wall_time(metrics: dict[str, Any]) -> str:
-    """metrics.json as canonical text (NaN == NaN) minus wall-clock timings (``*_us``, ``*_us_mean``)."""
+    """metrics.json as canonical text (NaN == NaN) minus wall-clock timings (``*_us``, ``*_us_mean``, ``learn_*``)."""
 
     def keep(row: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in row.items() if not k.endswith(("_us", "_us_mean"))}
+        return {k: v for k, v in row.items() if not k.endswith(("_us", "_us_mean")) and not k.startswith("learn_")}
 
     return json.dumps({**keep(metrics), "episodes": [keep(e) for e in metrics["episodes"]]}, sort_keys=True)
 

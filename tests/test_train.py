@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import subprocess
 from pathlib import Path
@@ -205,3 +206,29 @@ def test_launcher_configs_compose(tmp_path: Path) -> None:
         check_ok(result)
         for fragment in fragments:
             assert fragment in result.stdout, (preset, fragment)
+
+
+def test_goal_curriculum_widens_and_resumes(tmp_path: Path) -> None:
+    """Promotions every 2 episodes (threshold 0): goal_range 0.2 -> 0.5 -> 0.8, then 1.0 after a resume."""
+    run_dir = tmp_path / "run"
+    curriculum = [
+        "curriculum.enabled=true",
+        "curriculum.start=0.2",
+        "curriculum.increment=0.3",
+        "curriculum.success_threshold=0.0",
+        "curriculum.min_episodes=2",
+    ]
+    check_ok(run_train(tmp_path, *TINY, *curriculum, "total_timesteps=100", f"hydra.run.dir={run_dir}"))
+    ranges = [float(v) for v in read_csv_column(run_dir / "progress.csv", "curriculum/goal_range")]
+    assert ranges and ranges == sorted(ranges) and 0.2 < ranges[-1] <= 0.8  # logged, so W&B plots it
+    saved = checkpoints.read_state(run_dir / "checkpoints" / "step_000000000100")["goal_range"]
+    assert saved == pytest.approx(0.8)  # 4 episodes of 25 steps: two promotions
+    # Resumed at 0.8, not restarted at 0.2: two more promotions reach 1.0 (from 0.2 they would reach 0.8).
+    check_ok(run_train(tmp_path, f"resume={run_dir}", "total_timesteps=200"))
+    assert checkpoints.read_state(run_dir / "checkpoints" / "step_000000000200")["goal_range"] == pytest.approx(1.0)
+
+
+def read_csv_column(path: Path, column: str) -> list[str]:
+    """Non-empty cells of one column of an SB3 progress.csv."""
+    with open(path, newline="") as handle:
+        return [row[column] for row in csv.DictReader(handle) if row.get(column)]
