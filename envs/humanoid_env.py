@@ -22,13 +22,17 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     Observation: ``UrdfReachEnv``'s joint terms, then pelvis height (m), gravity direction in the pelvis frame (3),
     pelvis linear (3, m/s) and angular (3, rad/s) velocity, COM minus the support polygon's centre
-    (x, y; z is the COM height; m), ``com_margin`` (m) and ZMP minus the polygon's centre (2, m).
+    (x, y; z is the COM height; m), ``com_margin`` (m), ZMP minus the polygon's centre (2, m) and
+    ``footprint_margin`` (m).
 
     Reward: minus distance, minus ``torque_cost`` * mean squared action, minus
-    ``balance_weight`` * max(0, ``com_margin_target`` - com_margin), minus ``fall_penalty`` on a fall.
+    ``balance_weight`` * max(0, ``com_margin_target`` - footprint_margin), minus ``fall_penalty`` on a fall.
+    ``footprint_margin`` is the COM margin in the feet's footprint as planted at the start: the legs
+    are rigid and the feet stay put, so unlike the contact polygon (which shrinks to an edge as soon
+    as a foot rocks) it changes smoothly with the pose and warns before the robot starts to tip.
 
     A fall ends the episode: the pelvis tilts more than ``fall_tilt`` from vertical or drops below
-    ``fall_height``. ``info`` adds ``fell`` (bool), ``com_margin`` (m, positive when the COM's ground
+    ``fall_height``. ``info`` adds ``fell`` (bool), ``footprint_margin`` (m), ``com_margin`` (m, positive when the COM's ground
     projection is inside the feet's support polygon) and ``zmp`` (2,), m (the centre of pressure).
 
     Goals: hand positions of random joint configurations whose COM, with the feet planted as at
@@ -42,6 +46,9 @@ class HumanoidReachEnv(UrdfReachEnv):
         margin of a sampled goal's pose.
     :param fall_tilt: pelvis tilt from vertical that counts as a fall, rad.
     :param fall_height: pelvis height below which the robot has fallen, m.
+    :param fall_com_margin: the robot has also fallen when ``footprint_margin`` drops below this, m
+        (``None``: never). With rigid legs a COM outside the feet cannot be caught by a step: ending
+        the episode there puts the penalty on the action that lost balance, not 20 steps later.
     :param fall_penalty: subtracted from the reward on the step of a fall, so falling never pays.
     """
 
@@ -71,6 +78,7 @@ class HumanoidReachEnv(UrdfReachEnv):
         com_margin_target: float = 0.03,
         fall_tilt: float = 0.35,
         fall_height: float = 0.7,
+        fall_com_margin: float | None = None,
         fall_penalty: float = 10.0,
     ) -> None:
         if not 0.0 < fall_tilt < np.pi / 2:
@@ -82,6 +90,7 @@ class HumanoidReachEnv(UrdfReachEnv):
         self.com_margin_target = com_margin_target
         self.fall_tilt = fall_tilt
         self.fall_height = fall_height
+        self.fall_com_margin = fall_com_margin
         self.fall_penalty = fall_penalty
         super().__init__(
             urdf=urdf,
@@ -104,20 +113,29 @@ class HumanoidReachEnv(UrdfReachEnv):
             render_mode=render_mode,
             camera_distance=camera_distance,
         )
-        # Support polygon of the start pose, against which goal poses are checked for balance.
-        self.session.restore_state(self._initial_state)
-        self.session.client.performCollisionDetection()
-        self.neutral_polygon = support_polygon(self.balance.foot_contacts()[0])
         self.neutral_goal = self.task.achieved_goal()
-        has_support = len(self.neutral_polygon) >= 3
-        neutral_margin = com_margin(self.balance.center_of_mass()[:2], self.neutral_polygon) if has_support else -1.0
+        neutral_margin = com_margin(self.balance.center_of_mass()[:2], self.footprint)
         if neutral_margin < com_margin_target:
             self.close()
             raise ValueError(
-                f"the start pose is not balanced (feet on the floor: {has_support}, COM margin {neutral_margin:.3f} m "
-                f"< com_margin_target {com_margin_target} m); put the soles at z = 0 with base_position or lower "
-                "com_margin_target."
+                f"the start pose is not balanced (COM margin {neutral_margin:.3f} m < com_margin_target "
+                f"{com_margin_target} m); move the start pose's COM over the feet or lower com_margin_target."
             )
+
+    @cached_property
+    def footprint(self) -> np.ndarray:
+        """The feet's support polygon (k, 2), m, as planted in the start pose; goal poses and the
+        balance reward are checked against it. Computed on first use, from the saved start state."""
+        self.session.restore_state(self._initial_state)
+        self.session.client.performCollisionDetection()
+        polygon = support_polygon(self.balance.foot_contacts()[0])
+        if len(polygon) < 3:
+            self.close()
+            raise ValueError(
+                "the start pose is not balanced (the feet do not stand flat on the floor); put the soles at z = 0 "
+                "with base_position."
+            )
+        return polygon
 
     @cached_property
     def balance(self) -> BalanceSensor:
@@ -134,6 +152,7 @@ class HumanoidReachEnv(UrdfReachEnv):
         # Measured once per observation; _update_info, which always follows, reuses it.
         self._balance_state: BalanceState = self.balance.measure()
         state = self._balance_state
+        self._footprint_margin = com_margin(state.com[:2], self.footprint)
         client = self.session.client
         position, orientation = client.getBasePositionAndOrientation(self.robot.body)
         linear, angular = client.getBaseVelocity(self.robot.body)
@@ -149,6 +168,7 @@ class HumanoidReachEnv(UrdfReachEnv):
                 state.com[:2] - centre,
                 [state.com[2], state.com_margin],
                 state.zmp - centre,
+                [self._footprint_margin],
             ]
         )
 
@@ -174,17 +194,19 @@ class HumanoidReachEnv(UrdfReachEnv):
         """Hand positions of a random pose that is statically balanced on the planted feet."""
         for _ in range(GOAL_ATTEMPTS):
             goal = self.task.sample_goal(self.np_random, self.initial_joint_positions, self.goal_range)
-            if com_margin(self.balance.center_of_mass()[:2], self.neutral_polygon) >= self.com_margin_target:
+            if com_margin(self.balance.center_of_mass()[:2], self.footprint) >= self.com_margin_target:
                 return goal
         return self.neutral_goal.copy()
 
     def _update_info(self, info: dict[str, Any]) -> None:
-        info["fell"] = self.fell()
         info["com_margin"] = float(self._balance_state.com_margin)
+        info["footprint_margin"] = float(self._footprint_margin)
+        lost_balance = self.fall_com_margin is not None and self._footprint_margin < self.fall_com_margin
+        info["fell"] = lost_balance or self.fell()
         info["zmp"] = self._balance_state.zmp
 
     def _penalty(self, info: dict[str, Any]) -> float:
-        shortfall = max(0.0, self.com_margin_target - info["com_margin"])
+        shortfall = max(0.0, self.com_margin_target - info["footprint_margin"])
         return self.balance_weight * shortfall + (self.fall_penalty if info["fell"] else 0.0)
 
     def _terminated(self, info: dict[str, Any]) -> bool:

@@ -95,7 +95,9 @@ class DDPGConfig:
     gamma: float = 0.95
     tau: float = 0.05
     batch_size: int = 256
-    buffer_size: int = 1_000_000
+    # Transitions kept; the run's own length by default: nothing is dropped, and a checkpoint's replay
+    # buffer (SB3 pickles its whole capacity) is no larger than the run.
+    buffer_size: int = "${total_timesteps}"  # type: ignore[assignment]  (an OmegaConf interpolation)
     learning_starts: int = 1000
     train_freq: int = 1  # env steps (per env) between updates
     gradient_steps: int = 1  # per update; -1 means as many as env steps collected

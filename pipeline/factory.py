@@ -61,12 +61,15 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
     if algo_cfg.name not in ALGORITHMS:
         raise ValueError(f"unknown algo '{algo_cfg.name}'; choose algo= one of {sorted(ALGORITHMS)}.")
     goal_conditioned = isinstance(env.observation_space, gym.spaces.Dict)
-    kwargs = {k: v for k, v in OmegaConf.to_container(algo_cfg).items() if k not in PIPELINE_ALGO_KEYS}
+    kwargs = {k: v for k, v in OmegaConf.to_container(algo_cfg, resolve=True).items() if k not in PIPELINE_ALGO_KEYS}
     if goal_conditioned and algo_cfg.her.enabled:
         kwargs["replay_buffer_class"] = HerReplayBuffer
         kwargs["replay_buffer_kwargs"] = {
             "n_sampled_goal": algo_cfg.her.n_sampled_goal,
             "goal_selection_strategy": algo_cfg.her.goal_selection_strategy,
+            # Relabelled rewards need info["penalty"] (torque, balance, fall costs); without the stored
+            # infos SB3 recomputes them from empty dicts and most samples would never see a fall.
+            "copy_info_dict": True,
         }
     return ALGORITHMS[algo_cfg.name](
         "MultiInputPolicy" if goal_conditioned else "MlpPolicy",

@@ -281,6 +281,24 @@ def test_unstable_physics_ends_episodes_and_training_goes_on() -> None:
     assert np.isfinite(buffer.rewards[:150]).all() and np.isfinite(buffer.actions[:150]).all()
 
 
+def test_her_relabelled_rewards_keep_the_goal_independent_penalty() -> None:
+    """Every replayed reward, relabelled or not, is -distance(next achieved, desired) - torque_cost * mean(a^2)."""
+    torque_cost = 100.0
+    cfg = compose_config(
+        [*TINY_IN_PROCESS, f"env.torque_cost={torque_cost}", "env.reward_type=dense", "algo.learning_starts=500"]
+    )
+    model = make_model(cfg, make_training_env(cfg.env, 1, 0))
+    model.learn(200)  # random actions (before learning_starts): large torque costs
+    batch = model.replay_buffer.sample(256)
+    actions = batch.actions.numpy()
+    distance = np.linalg.norm(
+        batch.next_observations["achieved_goal"].numpy() - batch.observations["desired_goal"].numpy(), axis=1
+    )
+    expected = -distance - torque_cost * np.mean(actions**2, axis=1)
+    np.testing.assert_allclose(batch.rewards.numpy().ravel(), expected, rtol=1e-4, atol=1e-4)
+    assert np.mean(actions**2) > 0.1  # the penalty is large, so an empty info would fail the comparison
+
+
 def test_nan_state_truncates_with_finite_observation() -> None:
     env = make_env(compose_config(TINY_IN_PROCESS).env)
     env.reset(seed=0)
