@@ -64,6 +64,16 @@ TABLE = [
 
 
 @dataclass
+class JacobianConfig:
+    """``JacobianController``'s gains (pipeline/controllers.py)."""
+
+    kp: float = 400.0  # stiffness, 1/s^2
+    kd: float = 40.0  # damping, 1/s
+    damping: float = 0.05  # least DLS damping, m
+    error_damping: float = 0.5  # DLS damping per metre of error
+
+
+@dataclass
 class EvaluateConfig:
     """See conf/evaluate.yaml."""
 
@@ -71,6 +81,7 @@ class EvaluateConfig:
     checkpoint: Optional[str] = None  # noqa: UP045
     sweep: Optional[str] = None  # noqa: UP045
     controller: str = "policy"
+    jacobian: JacobianConfig = field(default_factory=JacobianConfig)
     model: str = "best"
     n_episodes: int = 200
     goal_seed: Optional[int] = None  # noqa: UP045
@@ -167,7 +178,7 @@ def load_policy(path: Path, run_dir: Path, train_cfg: DictConfig, env: Any) -> C
 
 def controller_for(cfg: DictConfig, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
     if cfg.controller == "jacobian":
-        return JacobianController(env.unwrapped)
+        return JacobianController(env.unwrapped, **cfg.jacobian)
     return load_policy(model_path(cfg, run_dir), run_dir, train_cfg, env)
 
 

@@ -88,6 +88,35 @@ def test_forced_forward_lean_falls_and_ends_the_episode() -> None:
         env.close()
 
 
+def lean_until_the_end(env: HumanoidReachEnv) -> tuple[int, list[float], float]:
+    """Full forward waist torque from the neutral pose: steps until the episode ends, footprint margins, tilt."""
+    env.reset(seed=0)
+    action = np.zeros(env.action_space.shape)
+    action[env.robot.joint_names.index("waist_pitch")] = 1.0
+    margins = []
+    for step in range(4 * STEPS_PER_SECOND):
+        _, _, terminated, _, info = env.step(action)
+        margins.append(info["footprint_margin"])
+        if terminated:
+            assert info["fell"]
+            return step, margins, env.pelvis_tilt()
+    raise AssertionError("the lean never ended the episode")
+
+
+def test_com_leaving_the_footprint_is_a_fall_before_the_robot_tips() -> None:
+    tilt_rule, com_rule = make(initial_joint_noise=0.0), make(initial_joint_noise=0.0, fall_com_margin=0.0)
+    try:
+        tilt_end, margins, _ = lean_until_the_end(tilt_rule)
+        com_end, com_margins, tilt = lean_until_the_end(com_rule)
+        # The footprint margin shrinks smoothly (no jump when a foot rocks) until the COM leaves the feet.
+        assert margins[0] > 0.06 and np.all(np.abs(np.diff(margins[: com_end + 1])) < 0.03)  # m, per 42 ms step
+        assert com_margins[-1] < 0.0 <= com_margins[-2]
+        assert com_end < tilt_end and tilt < 0.1  # ended while still nearly upright (rad)
+    finally:
+        tilt_rule.close()
+        com_rule.close()
+
+
 def test_zero_torque_on_neutral_pose_does_not_explode() -> None:
     env = make(gravity_compensation=False, initial_joint_noise=0.0)
     try:
