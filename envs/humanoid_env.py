@@ -62,8 +62,8 @@ class HumanoidReachEnv(UrdfReachEnv):
         timestep: float = 1.0 / 240.0,
         goal_conditioned: bool = False,
         reward_type: str = "dense",
-        torque_cost: float = 0.05,
-        action_scale: float = 1.0,
+        torque_cost: float = 0.2,
+        action_scale: float = 0.15,
         initial_joint_positions: Sequence[float] | None = None,
         initial_joint_noise: float = 0.02,
         goal_range: float = 1.0,
@@ -74,12 +74,12 @@ class HumanoidReachEnv(UrdfReachEnv):
         render_mode: str | None = None,
         camera_distance: float = 2.5,
         foot_links: Sequence[str] = ("left_foot", "right_foot"),
-        balance_weight: float = 5.0,
-        com_margin_target: float = 0.03,
+        balance_weight: float = 20.0,
+        com_margin_target: float = 0.05,
         fall_tilt: float = 0.35,
         fall_height: float = 0.7,
-        fall_com_margin: float | None = None,
-        fall_penalty: float = 10.0,
+        fall_com_margin: float | None = 0.0,
+        fall_penalty: float = 100.0,
     ) -> None:
         if not 0.0 < fall_tilt < np.pi / 2:
             raise ValueError(f"fall_tilt must be in (0, pi/2) rad, got {fall_tilt}.")

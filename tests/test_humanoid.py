@@ -104,7 +104,7 @@ def lean_until_the_end(env: HumanoidReachEnv) -> tuple[int, list[float], float]:
 
 
 def test_com_leaving_the_footprint_is_a_fall_before_the_robot_tips() -> None:
-    tilt_rule, com_rule = make(initial_joint_noise=0.0), make(initial_joint_noise=0.0, fall_com_margin=0.0)
+    tilt_rule, com_rule = make(initial_joint_noise=0.0, fall_com_margin=None), make(initial_joint_noise=0.0)
     try:
         tilt_end, margins, _ = lean_until_the_end(tilt_rule)
         com_end, com_margins, tilt = lean_until_the_end(com_rule)
