@@ -3,7 +3,7 @@
     python train.py                                   # planar arm, DDPG, default budget
     python train.py env=humanoid total_timesteps=300000
     python train.py -m seed=0,1,2 algo.learning_rate=1e-3,3e-4 hydra/launcher=joblib
-    python train.py resume=outputs/2026-11-23/12-00-00_PlanarArmReach-v0_ddpg_seed0
+    python train.py resume=outputs/2026-11-23/12-00-00-123456_PlanarArmReach-v0_ddpg_seed0
 
 Run directory: .hydra/config.yaml, run.json (wandb id), checkpoints/step_<N>/, best_model.zip,
 final_model.zip, metrics.json (final evaluation), progress.csv, video.mp4, wandb/.
