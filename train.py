@@ -50,15 +50,19 @@ OmegaConf.register_new_resolver("hydra_subdir", lambda resume: ".hydra_resume" i
 
 
 class HeldOutEvaluation(BaseCallback):
-    """Every ``freq`` env steps: success on a fixed goal set; keeps ``best_model.zip`` (atomic)."""
+    """Every ``freq`` env steps: success on a fixed goal set; keeps ``best_model.zip`` (atomic).
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, best_success: float = -1.0) -> None:
+    Best = highest success rate, ties broken by the lower fall rate, then the lower median distance
+    (before any success, the policy that stands and gets closest is the one worth keeping).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, best_score: list[float] | None = None) -> None:
         super().__init__()
         self.freq, self.n_goals = cfg.eval.freq, cfg.eval.periodic_goals
         self.goal_seed = cfg.eval.goal_seed + PERIODIC_SEED_OFFSET
         self.env = make_env(cfg.env)
         self.run_dir = run_dir
-        self.best_success = best_success
+        self.best_score = best_score
         self.next_eval = 0
 
     def _on_training_start(self) -> None:
@@ -75,8 +79,9 @@ class HeldOutEvaluation(BaseCallback):
         # Step and wall clock in the same CSV row, for learning curves against either.
         self.logger.record("eval/env_steps", self.num_timesteps)
         self.logger.record("eval/wall_seconds", (time.time_ns() - self.model.start_time) / 1e9)
-        if summary["success_rate"] > self.best_success:
-            self.best_success = summary["success_rate"]
+        score = [summary["success_rate"], -summary["fall_rate"], -summary["final_distance_median"]]
+        if self.best_score is None or score > self.best_score:
+            self.best_score = score
             checkpoints.save_model(self.model, self.run_dir / "best_model.zip")
         self.logger.dump(self.num_timesteps)
         return True
@@ -135,7 +140,7 @@ class Checkpointing(BaseCallback):
             self.next_save = (self.num_timesteps // self.cfg.freq + 1) * self.cfg.freq
 
     def save(self) -> Path:
-        state = {"wandb_run_id": self.wandb_run_id, "best_success": self.evaluation.best_success}
+        state = {"wandb_run_id": self.wandb_run_id, "best_score": self.evaluation.best_score}
         if self.curriculum:
             state["goal_range"] = self.curriculum.goal_range
         return checkpoints.save_checkpoint(
@@ -271,7 +276,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     model.set_logger(Logger(str(run_dir), formats))
 
     # 4. Learn, evaluating and checkpointing on the way.
-    evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_success", -1.0))
+    evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_score"))
     curriculum = GoalCurriculum(cfg, state.get("goal_range")) if cfg.curriculum.enabled else None
     checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum)
     callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else []) + [checkpointing]

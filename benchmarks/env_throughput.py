@@ -3,8 +3,8 @@
 For each env: ``gym.make`` it and step it with random actions (resetting on episode end); then,
 in a raw ``BulletClient(DIRECT)`` holding the same URDF (same base, same ground, same start pose),
 run the same number of ``stepSimulation`` calls (steps x frame_skip, same joint speed limits) with a
-``setJointMotorControlArray(TORQUE_CONTROL)`` every substep and ``getJointStates`` plus one
-``getLinkState`` per end effector every env step. The two are interleaved ``--repeats`` times and
+``setJointMotorControlArray(TORQUE_CONTROL)`` every substep (random torques of the env's scale,
+``action_torques``) and ``getJointStates`` plus one ``getLinkState`` per end effector every env step. The two are interleaved ``--repeats`` times and
 the best of each is kept, since a shared machine is noisy. Target: env >= 0.5 x bare.
 
     python benchmarks/env_throughput.py
@@ -85,7 +85,7 @@ class BareLoop:
         )
         self.joints = robot.joint_indices
         self.links = env.task.end_effector_links
-        self.torque_limits = robot.torque_limits
+        self.action_torques = env.action_torques  # the env's torque per unit of action (action_scale)
         self.frame_skip = env.frame_skip
 
     def rate(self, steps: int, seed: int) -> float:
@@ -97,7 +97,7 @@ class BareLoop:
         get_joint_states, get_link_state = self.client.getJointStates, self.client.getLinkState
         start = time.perf_counter()
         for _ in range(steps):
-            torques = (rng.uniform(-1.0, 1.0, len(joints)) * self.torque_limits).tolist()
+            torques = (rng.uniform(-1.0, 1.0, len(joints)) * self.action_torques).tolist()
             for _ in range(self.frame_skip):
                 set_motors(body, joints, pybullet.TORQUE_CONTROL, forces=torques)
                 step()
