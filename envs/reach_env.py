@@ -240,24 +240,27 @@ class UrdfReachEnv(gym.Env):
         return observation, self._info(self.task.distances(achieved, self._goal), torque_penalty=0.0)
 
     def torques(self, action: np.ndarray) -> np.ndarray:
-        """Joint torques (n_joints,), N m, for a normalised action in [-1, 1]."""
-        torques = np.minimum(np.maximum(action, -1.0), 1.0) * self.action_torques  # np.clip costs 3x more
+        """Joint torques (n_joints,), N m, for a normalised action (clipped to [-1, 1])."""
+        return np.array(self._torques(np.minimum(np.maximum(action, -1.0), 1.0)))  # np.clip costs 3x more
+
+    def _torques(self, action: np.ndarray) -> list[float]:
+        """``torques`` of an action already in [-1, 1], as a list (PyBullet reads it faster than an array)."""
+        torques = action * self.action_torques
         if self.gravity_compensation:
             torques = torques + self.robot.gravity_torques()
-        return torques
+        return torques.tolist()
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+        action = np.asarray(action, dtype=np.float64).reshape(self.action_torques.shape)
         if not np.isfinite(action).all():
             raise ValueError(f"action contains NaN or inf: {action}; check the policy's outputs.")
         action = np.minimum(np.maximum(action, -1.0), 1.0)
         torque_penalty = self.task.torque_penalty(action)
-        # A list: PyBullet reads it faster than an array, and it is sent once per physics step.
-        torques = self.torques(action).tolist()
+        torques = self._torques(action)
         apply_torques, physics_step = self.robot.apply_torques, self.session.step
         for substep in range(self.frame_skip):
             if substep and self.gravity_compensation:  # gravity torques follow the pose at every physics step
-                torques = self.torques(action).tolist()
+                torques = self._torques(action)
             apply_torques(torques)
             physics_step()
 
