@@ -28,7 +28,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat, Logger
-from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline import checkpoints
 from pipeline.config import register_configs, validate_config
@@ -242,7 +241,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     state = checkpoints.read_state(latest) if latest else {}
 
     # 2. Envs and model (fresh, or the latest checkpoint with its replay buffer and statistics).
-    env = make_training_env(cfg.env, cfg.n_envs, cfg.seed)
+    # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
+    env = make_training_env(cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and latest is None)
     if latest:
         env = checkpoints.load_vec_normalize(latest, env) or env
         model = ALGORITHMS[cfg.algo.name].load(latest / checkpoints.MODEL_FILE, env=env, device=cfg.device)
@@ -256,8 +256,6 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
                 ) from None
         print(f"resumed from {latest} at step {model.num_timesteps}", flush=True)
     else:
-        if cfg.normalize_observations:
-            env = VecNormalize(env, norm_reward=False)
         model = make_model(cfg, env)
 
     # 3. Tracking: wandb (offline unless logged in), CSV, and line logs when not on a terminal.

@@ -25,6 +25,7 @@ from pybullet_utils.bullet_client import BulletClient
 
 import envs  # noqa: F401  (registers the ids)
 from envs.reach_env import UrdfReachEnv
+from envs.robot import clamp_joint_speeds
 from envs.session import resolve_urdf
 
 TARGET_RATIO = 0.5
@@ -76,10 +77,7 @@ class BareLoop:
         )
         for index, state in zip(robot.all_actuated, source.getJointStates(robot.body, robot.all_actuated)):
             self.client.resetJointState(self.body, index, state[0], 0.0)
-            # The same motor speed limit as the env (the URDF's velocity limit).
-            limit = source.getJointInfo(robot.body, index)[11]
-            if limit > 0:
-                self.client.changeDynamics(self.body, index, maxJointVelocity=limit)
+        clamp_joint_speeds(self.client, self.body, robot.all_actuated)  # the env's motor speed limits
         self.client.setJointMotorControlArray(
             self.body, robot.all_actuated, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(robot.all_actuated)
         )

@@ -42,20 +42,13 @@ def bare_rate(steps: int, overrides: list[str]) -> float:
     sys.path.insert(0, str(REPO))  # pipeline/ is not an installed package: import it from the repo, as train.py does
     # Imported here: the parent process only starts subprocesses.
     import torch
-    from hydra import compose, initialize_config_dir
-    from stable_baselines3.common.vec_env import VecNormalize
 
-    from pipeline.config import register_configs
+    from pipeline.config import compose_train_config
     from pipeline.factory import make_model, make_training_env
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_train_config(overrides)
     torch.set_num_threads(cfg.torch_threads)
-    env = make_training_env(cfg.env, cfg.n_envs, cfg.seed)
-    if cfg.normalize_observations:
-        env = VecNormalize(env, norm_reward=False)
-    model = make_model(cfg, env)
+    model = make_model(cfg, make_training_env(cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations))
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     return model.num_timesteps / (time.perf_counter() - start)

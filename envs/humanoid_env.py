@@ -193,7 +193,7 @@ class HumanoidReachEnv(UrdfReachEnv):
     def _sample_goal(self) -> np.ndarray:
         """Hand positions of a random pose that is statically balanced on the planted feet."""
         for _ in range(GOAL_ATTEMPTS):
-            goal = self.task.sample_goal(self.np_random, self.initial_joint_positions, self.goal_range)
+            goal = super()._sample_goal()
             if com_margin(self.balance.center_of_mass()[:2], self.footprint) >= self.com_margin_target:
                 return goal
         return self.neutral_goal.copy()

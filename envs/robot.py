@@ -13,6 +13,18 @@ from envs.session import PyBulletSession
 ACTUATED_TYPES = (pybullet.JOINT_REVOLUTE, pybullet.JOINT_PRISMATIC)
 
 
+def clamp_joint_speeds(client: pybullet, body: int, joint_indices: Sequence[int]) -> None:
+    """Clamp each joint's speed at its URDF velocity limit (rad/s or m/s), the motor's rated speed.
+
+    PyBullet ignores URDF velocity limits and clamps every joint at 100 rad/s. Joints without a
+    limit (0) keep PyBullet's clamp.
+    """
+    for index in joint_indices:
+        limit = client.getJointInfo(body, index)[11]
+        if limit > 0:
+            client.changeDynamics(body, index, maxJointVelocity=limit)
+
+
 class Robot:
     """Reads joints, limits and links from a URDF and applies joint torques.
 
@@ -65,12 +77,7 @@ class Robot:
             raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
         self.velocity_limits = np.array([joint_by_name[name][11] for name in joints], dtype=np.float64)  # rad/s or m/s
         self.all_actuated = [joint_by_name[name][0] for name in movable]
-        # PyBullet ignores URDF velocity limits (it clamps every joint at 100 rad/s); a motor never
-        # exceeds its rated speed, so the URDF's limit is the clamp.
-        for name in movable:
-            index, limit = joint_by_name[name][0], joint_by_name[name][11]
-            if limit > 0:
-                self.client.changeDynamics(self.body, index, maxJointVelocity=limit)
+        clamp_joint_speeds(self.client, self.body, self.all_actuated)
         # Hot-path calls bound once: BulletClient looks every attribute up again and wraps it per call.
         self._set_motors = self.client.setJointMotorControlArray
         self._get_joint_states = self.client.getJointStates

@@ -12,10 +12,12 @@ import inspect
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
@@ -30,6 +32,7 @@ ENV_PRESETS = {
 }
 # Chosen per run, not per experiment: not config keys.
 RUNTIME_ENV_PARAMETERS = {"self", "render_mode"}
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _omegaconf_type(annotation: Any) -> Any:
@@ -197,6 +200,13 @@ def register_configs() -> None:
     for name, env_id in ENV_PRESETS.items():
         if env_id in registered:
             store.store(group="env", name=f"schema_{name}", node=env_schema(env_id))
+
+
+def compose_train_config(overrides: list[str]) -> Any:
+    """The training config as ``python train.py <overrides>`` composes it, without a run (tests, benchmarks)."""
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
 
 HER_STRATEGIES = ("future", "final", "episode")

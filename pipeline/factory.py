@@ -12,7 +12,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import envs  # noqa: F401  (registers the gymnasium ids)
 
@@ -39,9 +39,11 @@ def make_env(env_cfg: DictConfig, render_mode: str | None = None, **overrides: A
     return gym.make(env_cfg.id, max_episode_steps=env_cfg.max_episode_steps, render_mode=render_mode, **kwargs)
 
 
-def make_training_env(env_cfg: DictConfig, n_envs: int, seed: int) -> VecEnv:
-    """``n_envs`` envs in one process (PyBullet DIRECT clients are independent), with Monitor stats."""
-    return make_vec_env(lambda: make_env(env_cfg), n_envs=n_envs, seed=seed)
+def make_training_env(env_cfg: DictConfig, n_envs: int, seed: int, normalize_observations: bool = False) -> VecEnv:
+    """``n_envs`` envs in one process (PyBullet DIRECT clients are independent), with Monitor stats;
+    fresh ``VecNormalize`` observation statistics when ``normalize_observations``."""
+    env = make_vec_env(lambda: make_env(env_cfg), n_envs=n_envs, seed=seed)
+    return VecNormalize(env, norm_reward=False) if normalize_observations else env
 
 
 class StoredInfo(dict):

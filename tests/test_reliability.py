@@ -18,14 +18,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 from stable_baselines3 import DDPG
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_pkl
 
 from pipeline import checkpoints
-from pipeline.config import register_configs
+from pipeline.config import compose_train_config
 from pipeline.factory import make_env, make_model, make_training_env
 from tests.conftest import (
     REPO,
@@ -123,7 +121,7 @@ def test_kill_9_at_several_moments_then_resume(tmp_path: Path) -> None:
     rng = random.Random(7)
     run_dir = tmp_path / "run"
     ckpt_dir = run_dir / "checkpoints"
-    env = make_env(compose_config(["env.max_episode_steps=25"]).env)
+    env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
 
     def tmp_dirs() -> list[str]:
         return [n for n in os.listdir(ckpt_dir) if n.startswith(".tmp-")] if ckpt_dir.is_dir() else []
@@ -177,7 +175,7 @@ def test_kill_9_at_several_moments_then_resume(tmp_path: Path) -> None:
 
 def test_checkpoint_write_is_atomic_in_process(tmp_path: Path) -> None:
     """A leftover ``.tmp-*`` directory (a write cut short) is never taken as a checkpoint, and is removed."""
-    cfg = compose_config(TINY_IN_PROCESS)
+    cfg = compose_train_config(TINY_IN_PROCESS)
     model = make_model(cfg, make_training_env(cfg.env, 1, 0))
     model.learn(60)
     first = checkpoints.save_checkpoint(tmp_path, model, {"wandb_run_id": "x"}, keep=2)
@@ -249,13 +247,6 @@ TINY_IN_PROCESS = [
 ]
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The composed training config (``conf/``), as train.py sees it."""
-    register_configs()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 class UnstableCounter(BaseCallback):
     def __init__(self) -> None:
         super().__init__()
@@ -269,7 +260,7 @@ class UnstableCounter(BaseCallback):
 
 
 def test_unstable_physics_ends_episodes_and_training_goes_on() -> None:
-    cfg = compose_config([*TINY_IN_PROCESS, "env.max_joint_speed=2.0"])  # rad/s: random torques exceed it
+    cfg = compose_train_config([*TINY_IN_PROCESS, "env.max_joint_speed=2.0"])  # rad/s: random torques exceed it
     model = make_model(cfg, make_training_env(cfg.env, 1, 0))
     counter = UnstableCounter()
     model.learn(150, callback=counter)
@@ -284,7 +275,7 @@ def test_unstable_physics_ends_episodes_and_training_goes_on() -> None:
 def test_her_relabelled_rewards_keep_the_goal_independent_penalty() -> None:
     """Every replayed reward, relabelled or not, is -distance(next achieved, desired) - torque_cost * mean(a^2)."""
     torque_cost = 100.0
-    cfg = compose_config(
+    cfg = compose_train_config(
         [*TINY_IN_PROCESS, f"env.torque_cost={torque_cost}", "env.reward_type=dense", "algo.learning_starts=500"]
     )
     model = make_model(cfg, make_training_env(cfg.env, 1, 0))
@@ -300,7 +291,7 @@ def test_her_relabelled_rewards_keep_the_goal_independent_penalty() -> None:
 
 
 def test_nan_state_truncates_with_finite_observation() -> None:
-    env = make_env(compose_config(TINY_IN_PROCESS).env)
+    env = make_env(compose_train_config(TINY_IN_PROCESS).env)
     env.reset(seed=0)
     robot = env.unwrapped.robot
     robot.client.resetJointState(robot.body, robot.joint_indices[0], float("nan"), float("inf"))
@@ -315,7 +306,7 @@ def test_nan_state_truncates_with_finite_observation() -> None:
 
 @pytest.mark.parametrize("bad", [[np.nan, 0.0], [0.0, -np.inf]])
 def test_nan_action_raises_clear_error(bad: list[float]) -> None:
-    env = make_env(compose_config(TINY_IN_PROCESS).env)
+    env = make_env(compose_train_config(TINY_IN_PROCESS).env)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action contains NaN or inf.*check the policy's outputs"):
         env.step(np.array(bad))
