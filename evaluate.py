@@ -167,7 +167,10 @@ def load_policy(path: Path, run_dir: Path, train_cfg: DictConfig, env: Any) -> C
             )
     venv = DummyVecEnv([lambda: env])  # HER models need an env to load; it is only read for its spaces
     model = ALGORITHMS[train_cfg.algo.name].load(path, env=venv, device="cpu")
-    statistics = path.parent if (path.parent / checkpoints.VECNORMALIZE_FILE).exists() else None
+    # Saved beside the zip (best/final model), in its checkpoint directory, or, for zips from before
+    # statistics were saved with models, in the newest checkpoint.
+    candidates = (checkpoints.statistics_path(path), path.parent / checkpoints.VECNORMALIZE_FILE)
+    statistics = next((candidate for candidate in candidates if candidate.exists()), None)
     if statistics is None and train_cfg.normalize_observations:
         statistics = checkpoints.latest_checkpoint(run_dir / "checkpoints")
     vec_normalize = checkpoints.load_vec_normalize(statistics, venv) if statistics else None

@@ -30,7 +30,9 @@ class Robot:
 
     :param session: the PyBullet session that owns the client.
     :param urdf: URDF path (see ``envs.session.resolve_urdf``).
-    :param joints: names of the joints to actuate; ``None`` means every revolute/prismatic joint.
+    :param joints: names of the joints to actuate; ``None`` means every revolute/prismatic joint. The
+        other movable joints hold their pose at load (a stiff position motor at the URDF effort limit),
+        as a robot's unused limbs do, instead of swinging free.
     :param fixed_base: bolt the base to the world (arms) or let it float (humanoid).
     :param base_position: base position in the world, metres.
     """
@@ -77,6 +79,7 @@ class Robot:
             raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
         self.velocity_limits = np.array([joint_by_name[name][11] for name in joints], dtype=np.float64)  # rad/s or m/s
         self.all_actuated = [joint_by_name[name][0] for name in movable]
+        self.held = [joint_by_name[name] for name in movable if name not in joints]
         clamp_joint_speeds(self.client, self.body, self.all_actuated)
         # Hot-path calls bound once: BulletClient looks every attribute up again and wraps it per call.
         self._set_motors = self.client.setJointMotorControlArray
@@ -95,10 +98,20 @@ class Robot:
         return self.link_indices[name]
 
     def release_motors(self) -> None:
-        """Turn off PyBullet's default velocity motors, which would otherwise resist every torque."""
+        """Turn off PyBullet's default velocity motors, which would otherwise resist every torque; joints
+        outside ``joint_names`` hold their current position instead."""
         self.client.setJointMotorControlArray(
             self.body, self.all_actuated, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(self.all_actuated)
         )
+        if self.held:
+            indices = [info[0] for info in self.held]
+            self.client.setJointMotorControlArray(
+                self.body,
+                indices,
+                pybullet.POSITION_CONTROL,
+                targetPositions=[s[0] for s in self.client.getJointStates(self.body, indices)],
+                forces=[info[10] for info in self.held],
+            )
 
     def apply_torques(self, torques: Sequence[float] | np.ndarray) -> None:
         """Joint torques (n_joints,), N m (N for prismatic); must be re-sent every simulation step.

@@ -74,11 +74,14 @@ class ReachTask:
         return np.all(self.distances(achieved_goal, desired_goal) < self.success_threshold, axis=-1)
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
-        """Reward for a batch (..., 3k) of goals; ``info`` is one dict or an array of dicts (HER)."""
+        """Reward for a batch (..., 3k) of goals; ``info`` is one dict, an array of dicts, or (from the
+        HER buffer, ``pipeline.factory.PenaltyHerReplayBuffer``) the array of their penalties (...)."""
         # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's
         # relabelled rewards keep them.
         if isinstance(info, dict):
             penalty = info.get("penalty", 0.0)
+        elif isinstance(info, np.ndarray) and info.dtype != object:
+            penalty = info
         else:
             penalty = np.array([i.get("penalty", 0.0) for i in np.ravel(info)])
         return self.reward(self.distances(achieved_goal, desired_goal), penalty)

@@ -67,8 +67,18 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def statistics_path(model_path: Path) -> Path:
+    """Where ``save_model`` puts a model's observation-normalisation statistics: ``<name>_vecnormalize.pkl``."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}_{VECNORMALIZE_FILE}")
+
+
 def save_model(model: BaseAlgorithm, path: Path) -> None:
-    """Save an SB3 model zip atomically (the temporary name keeps the ``.zip`` suffix SB3 expects)."""
+    """Save an SB3 model zip atomically (the temporary name keeps the ``.zip`` suffix SB3 expects), with
+    its ``VecNormalize`` statistics as they are now: the policy only works on observations normalised so."""
+    vec_normalize = model.get_vec_normalize_env()
+    if vec_normalize is not None:
+        atomic_write(statistics_path(path), lambda tmp: vec_normalize.save(str(tmp)))
     atomic_write(Path(path), model.save)
 
 
@@ -145,6 +155,9 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
 
 
-def load_vec_normalize(checkpoint: Path, venv: Any) -> VecNormalize | None:
-    path = Path(checkpoint) / VECNORMALIZE_FILE
+def load_vec_normalize(path: Path, venv: Any) -> VecNormalize | None:
+    """``VecNormalize`` statistics from a file, or from a checkpoint directory; None if there are none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / VECNORMALIZE_FILE
     return VecNormalize.load(str(path), venv) if path.exists() else None

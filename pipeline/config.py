@@ -89,10 +89,10 @@ class HerConfig:
 
 
 @dataclass
-class DDPGConfig:
+class OffPolicyConfig:
     """SB3 off-policy knobs shared by DDPG, TD3 and SAC."""
 
-    name: str = "ddpg"
+    name: str = "ddpg"  # ddpg | td3 | sac
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
     learning_rate: float = 1e-3
     gamma: float = 0.95
@@ -109,6 +109,13 @@ class DDPGConfig:
 
 
 @dataclass
+class DDPGConfig(OffPolicyConfig):
+    # Weight of the actor's mean squared pre-tanh action in its loss (pipeline/policies.py): keeps the
+    # deterministic actor out of tanh saturation (bang-bang torques). 0: SB3's plain actor.
+    saturation_cost: float = 0.0
+
+
+@dataclass
 class TD3Config(DDPGConfig):
     name: str = "td3"
     policy_delay: int = 2
@@ -117,7 +124,7 @@ class TD3Config(DDPGConfig):
 
 
 @dataclass
-class SACConfig(DDPGConfig):
+class SACConfig(OffPolicyConfig):
     name: str = "sac"
     ent_coef: str = "auto"
     action_noise: ActionNoiseConfig = field(default_factory=lambda: ActionNoiseConfig(type="none"))
@@ -177,7 +184,7 @@ class TrainConfig:
     n_envs: int = 1
     torch_threads: int = 1  # one thread per process, so side-by-side sweep jobs do not fight
     device: str = "cpu"
-    normalize_observations: bool = False  # VecNormalize on observations (stats saved with checkpoints)
+    normalize_observations: bool = False  # VecNormalize on observations, not goals (stats saved with the models)
     resume: Optional[str] = None  # noqa: UP045  (a run directory to continue)
     progress_bar: Optional[bool] = None  # noqa: UP045  (None: a bar on a terminal, log lines otherwise)
     log_interval: int = 20  # episodes between training-metric dumps

@@ -58,6 +58,26 @@ def test_gravity_compensation_holds_neutral_pose_for_5_s() -> None:
         env.close()
 
 
+def test_joints_left_to_the_policy_move_and_the_others_hold_their_pose() -> None:
+    right_and_waist = [name for name in make().robot.joint_names if not name.startswith("left_")]
+    env = make(joints=right_and_waist, initial_joint_noise=0.0)
+    client, body = env.robot.client, env.robot.body
+    left = [info[0] for info in env.robot.held]
+    try:
+        assert env.action_space.shape == (7,) and len(left) == 4
+        env.reset(seed=0)
+        start = np.array([s[0] for s in client.getJointStates(body, left)])
+        moved = 0.0
+        for step in range(2 * STEPS_PER_SECOND):  # swing the waist and right arm back and forth
+            env.step(np.full(7, 1.0 if step < STEPS_PER_SECOND else -1.0))
+            moved = max(moved, np.abs(env.robot.joint_state()[0]).max())
+            held = np.array([s[0] for s in client.getJointStates(body, left)])
+            assert np.abs(held - start).max() < 0.01, f"step {step}: the left arm moved to {held}"
+        assert moved > 0.3
+    finally:
+        env.close()
+
+
 def test_floating_base_gravity_torques_equal_fixed_base_inverse_dynamics() -> None:
     floating = make(initial_joint_noise=0.0)
     session = PyBulletSession()

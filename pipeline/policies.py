@@ -1,0 +1,79 @@
+"""DDPG/TD3 policies whose actor is kept out of tanh saturation.
+
+A deterministic actor ends in ``tanh``. The critic is only ever trained on actions in [-1, 1], so
+its gradient at the boundary points outward as often as not; once the actor's pre-tanh outputs grow
+past about 3, ``tanh``'s gradient vanishes and the policy is stuck at bang-bang torques for good.
+On the humanoid, 81 % of a 300k-step DDPG policy's actions were beyond +-0.95 with pre-tanh values of
+10 to 20, and it never held a pose. Penalising the pre-tanh outputs in the actor loss keeps them
+where the critic's gradient still reaches (OpenAI baselines' HER DDPG has a similar ``action_l2``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from stable_baselines3.td3.policies import Actor, MultiInputPolicy, TD3Policy
+
+
+class _PreTanhPenalty(torch.autograd.Function):
+    """Identity forward; backward adds the gradient of ``cost * mean(x ** 2)``.
+
+    The penalty then joins exactly the loss that backpropagates through the actor's output (the actor
+    loss; the critic's targets use the target actor without gradients), with no change to SB3's update.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, pre_tanh: torch.Tensor, cost: float) -> torch.Tensor:
+        ctx.save_for_backward(pre_tanh)
+        ctx.cost = cost
+        return pre_tanh.view_as(pre_tanh)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (pre_tanh,) = ctx.saved_tensors
+        return grad + 2.0 * ctx.cost * pre_tanh / pre_tanh.numel(), None
+
+
+class SaturationPenalisedActor(Actor):
+    """SB3's TD3/DDPG actor with ``saturation_cost * mean(pre_tanh ** 2)`` added to its loss.
+
+    :param saturation_cost: weight of the mean squared pre-tanh action (dimensionless, per unit of Q).
+    """
+
+    def __init__(self, *args: Any, saturation_cost: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.saturation_cost = saturation_cost
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Actions (batch, n_actions) in [-1, 1]."""
+        pre_tanh = self.mu[:-1](self.extract_features(obs, self.features_extractor))  # mu ends in nn.Tanh
+        if torch.is_grad_enabled():
+            pre_tanh = _PreTanhPenalty.apply(pre_tanh, self.saturation_cost)
+        return torch.tanh(pre_tanh)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "saturation_cost": self.saturation_cost}
+
+
+class _SaturationPenaltyMixin:
+    """Builds a ``SaturationPenalisedActor``; the policy takes ``saturation_cost`` and saves it with the model."""
+
+    def __init__(self, *args: Any, saturation_cost: float = 1.0, **kwargs: Any) -> None:
+        self.saturation_cost = saturation_cost  # read by make_actor, which the base __init__ calls
+        super().__init__(*args, **kwargs)
+
+    def make_actor(self, features_extractor: Any = None) -> Actor:
+        kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return SaturationPenalisedActor(**kwargs, saturation_cost=self.saturation_cost).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "saturation_cost": self.saturation_cost}
+
+
+class SaturationPenalisedMlpPolicy(_SaturationPenaltyMixin, TD3Policy):
+    """``MlpPolicy`` (Box observations) with a ``SaturationPenalisedActor``."""
+
+
+class SaturationPenalisedMultiInputPolicy(_SaturationPenaltyMixin, MultiInputPolicy):
+    """``MultiInputPolicy`` (Dict observations, HER) with a ``SaturationPenalisedActor``."""

@@ -1,0 +1,69 @@
+"""The saturation-penalised DDPG actor (pipeline/policies.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3 import DDPG
+
+from pipeline.config import compose_train_config
+from pipeline.factory import make_model, make_training_env
+from pipeline.policies import SaturationPenalisedActor
+
+
+def planar_model(saturation_cost: float) -> DDPG:
+    cfg = compose_train_config(["algo.net_arch=[32,32]", f"algo.saturation_cost={saturation_cost}"])
+    return make_model(cfg, make_training_env(cfg.env, n_envs=1, seed=0))
+
+
+def observations(model: DDPG, n: int = 64) -> dict[str, torch.Tensor]:
+    space = model.observation_space
+    rng = np.random.default_rng(0)
+    batch = {key: rng.normal(size=(n, *sub.shape)).astype(np.float32) for key, sub in space.spaces.items()}
+    return model.policy.obs_to_tensor(batch)[0]
+
+
+def test_penalty_adds_the_gradient_of_the_mean_squared_pre_tanh_action() -> None:
+    model = planar_model(saturation_cost=0.7)
+    actor = model.actor
+    assert isinstance(actor, SaturationPenalisedActor)
+    obs = observations(model)
+    q_weights = torch.tensor([1.5, -0.5])  # a stand-in critic: Q = w . a
+
+    def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
+        actor.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in actor.parameters()]
+
+    penalised = gradients(-(actor(obs) @ q_weights).mean())
+    pre_tanh = actor.mu[:-1](actor.extract_features(obs, actor.features_extractor))
+    explicit = gradients(-(torch.tanh(pre_tanh) @ q_weights).mean() + 0.7 * pre_tanh.pow(2).mean())
+    for a, b in zip(penalised, explicit):
+        torch.testing.assert_close(a, b)
+
+
+def test_penalty_keeps_the_actor_out_of_saturation_and_survives_save_load(tmp_path: Path) -> None:
+    """A critic that always asks for more (Q = sum of actions) drives a plain actor to bang-bang
+    outputs; with the penalty the pre-tanh actions settle where tanh' = 2 cost x / n (x about 0.6)."""
+    medians = {}
+    for cost in (0.0, 1.0):
+        model = planar_model(cost)
+        actor, obs = model.actor, observations(model)
+        for _ in range(300):
+            loss = -actor(obs).sum(dim=1).mean()
+            actor.optimizer.zero_grad()
+            loss.backward()
+            actor.optimizer.step()
+        with torch.no_grad():
+            pre_tanh = actor.mu[:-1](actor.extract_features(obs, actor.features_extractor))
+        medians[cost] = float(pre_tanh.abs().median())
+        if cost:
+            model.save(tmp_path / "model.zip")
+            loaded = DDPG.load(tmp_path / "model.zip", env=model.get_env(), device="cpu")
+            assert loaded.actor.saturation_cost == 1.0
+            with torch.no_grad():
+                torch.testing.assert_close(loaded.actor(obs), actor(obs))
+    assert medians[0.0] > 3.0, medians  # tanh' < 0.01: stuck at +-1
+    assert 0.3 < medians[1.0] < 1.0, medians
