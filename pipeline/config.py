@@ -184,7 +184,7 @@ class TrainConfig:
     n_envs: int = 1
     torch_threads: int = 1  # one thread per process, so side-by-side sweep jobs do not fight
     device: str = "cpu"
-    normalize_observations: bool = False  # VecNormalize on observations, not goals (stats saved with the models)
+    normalize_observations: bool = False  # VecNormalize on observations (stats saved with the models)
     resume: Optional[str] = None  # noqa: UP045  (a run directory to continue)
     progress_bar: Optional[bool] = None  # noqa: UP045  (None: a bar on a terminal, log lines otherwise)
     log_interval: int = 20  # episodes between training-metric dumps

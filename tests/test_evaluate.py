@@ -12,13 +12,16 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from stable_baselines3 import DDPG
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 import evaluate
+from pipeline import checkpoints
 from pipeline.controllers import JacobianController
 from pipeline.evaluation import evaluate as evaluate_goals
 from pipeline.evaluation import summarise
 from pipeline.factory import make_env
-from tests.conftest import REPO, check_ok, error_lines, read_json, train_env
+from tests.conftest import REPO, TINY, check_ok, error_lines, read_json, run_train, train_env
 
 EVALUATE = REPO / "evaluate.py"
 
@@ -149,3 +152,26 @@ def test_sweep_ranking(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -
     assert header[:4] == ["rank", "job", "wandb.name", "success_rate"] and len(rows) == 2  # only wandb.name differs
     assert sorted(row[2] for row in rows) == ["a", "b"] and [row[0] for row in rows] == ["1", "2"]
     assert "ranking of 2 jobs" in result.stdout
+
+
+def test_normalised_run_keeps_each_models_statistics_beside_it(tmp_path: Path) -> None:
+    """best_model.zip is evaluated with the observation statistics it was trained with, not later ones."""
+    run = tmp_path / "run"
+    check_ok(run_train(tmp_path, *TINY, "normalize_observations=true", f"hydra.run.dir={run}"))
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    env = make_env(config.env)
+    venv = DummyVecEnv([lambda: env])
+    try:
+        final = VecNormalize.load(str(run / "final_model_vecnormalize.pkl"), venv)
+        last_checkpoint = checkpoints.load_vec_normalize(run / "checkpoints" / "step_000000000200", venv)
+        for key, statistics in final.obs_rms.items():
+            np.testing.assert_array_equal(statistics.mean, last_checkpoint.obs_rms[key].mean)
+
+        best = VecNormalize.load(str(run / "best_model_vecnormalize.pkl"), venv)
+        model = DDPG.load(run / "best_model.zip", env=venv, device="cpu")
+        controller = evaluate.load_policy(run / "best_model.zip", run, config, env)
+        observation, _ = env.reset(seed=1)
+        expected = model.predict(best.normalize_obs(observation), deterministic=True)[0]
+        np.testing.assert_array_equal(controller(observation), expected)
+    finally:
+        env.close()
