@@ -242,7 +242,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
 
     # 2. Envs and model (fresh, or the latest checkpoint with its replay buffer and statistics).
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
-    env = make_training_env(cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and latest is None)
+    env = make_training_env(
+        cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and latest is None, cfg.normalize_goals
+    )
     if latest:
         env = checkpoints.load_vec_normalize(latest, env) or env
         model = ALGORITHMS[cfg.algo.name].load(latest / checkpoints.MODEL_FILE, env=env, device=cfg.device)

@@ -48,7 +48,9 @@ def bare_rate(steps: int, overrides: list[str]) -> float:
 
     cfg = compose_train_config(overrides)
     torch.set_num_threads(cfg.torch_threads)
-    model = make_model(cfg, make_training_env(cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations))
+    model = make_model(
+        cfg, make_training_env(cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations, cfg.normalize_goals)
+    )
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     return model.num_timesteps / (time.perf_counter() - start)

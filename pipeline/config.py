@@ -185,6 +185,9 @@ class TrainConfig:
     torch_threads: int = 1  # one thread per process, so side-by-side sweep jobs do not fight
     device: str = "cpu"
     normalize_observations: bool = False  # VecNormalize on observations (stats saved with the models)
+    # With normalize_observations: HER's achieved and desired goals too (false: they stay in metres, so
+    # the policy compares them coordinate for coordinate instead of through two sets of statistics).
+    normalize_goals: bool = True
     resume: Optional[str] = None  # noqa: UP045  (a run directory to continue)
     progress_bar: Optional[bool] = None  # noqa: UP045  (None: a bar on a terminal, log lines otherwise)
     log_interval: int = 20  # episodes between training-metric dumps

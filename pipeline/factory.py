@@ -41,11 +41,18 @@ def make_env(env_cfg: DictConfig, render_mode: str | None = None, **overrides: A
     return gym.make(env_cfg.id, max_episode_steps=env_cfg.max_episode_steps, render_mode=render_mode, **kwargs)
 
 
-def make_training_env(env_cfg: DictConfig, n_envs: int, seed: int, normalize_observations: bool = False) -> VecEnv:
+def make_training_env(
+    env_cfg: DictConfig, n_envs: int, seed: int, normalize_observations: bool = False, normalize_goals: bool = True
+) -> VecEnv:
     """``n_envs`` envs in one process (PyBullet DIRECT clients are independent), with Monitor stats;
-    fresh ``VecNormalize`` observation statistics when ``normalize_observations``."""
+    fresh ``VecNormalize`` observation statistics when ``normalize_observations``, for HER's achieved
+    and desired goals too unless ``normalize_goals`` is False (they then stay in metres)."""
     env = make_vec_env(lambda: make_env(env_cfg), n_envs=n_envs, seed=seed)
-    return VecNormalize(env, norm_reward=False) if normalize_observations else env
+    if not normalize_observations:
+        return env
+    goal_conditioned = isinstance(env.observation_space, gym.spaces.Dict)
+    keys = ["observation"] if goal_conditioned and not normalize_goals else None
+    return VecNormalize(env, norm_reward=False, norm_obs_keys=keys)
 
 
 class PenaltyHerReplayBuffer(HerReplayBuffer):

@@ -154,16 +154,21 @@ def test_sweep_ranking(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -
     assert "ranking of 2 jobs" in result.stdout
 
 
-def test_normalised_run_keeps_each_models_statistics_beside_it(tmp_path: Path) -> None:
-    """best_model.zip is evaluated with the observation statistics it was trained with, not later ones."""
+@pytest.mark.parametrize("normalize_goals", [True, False])
+def test_normalised_run_keeps_each_models_statistics_beside_it(tmp_path: Path, normalize_goals: bool) -> None:
+    """best_model.zip is evaluated with the observation statistics it was trained with, not later ones;
+    ``normalize_goals=false`` leaves HER's goals in metres."""
     run = tmp_path / "run"
-    check_ok(run_train(tmp_path, *TINY, "normalize_observations=true", f"hydra.run.dir={run}"))
+    overrides = ("normalize_observations=true", f"normalize_goals={str(normalize_goals).lower()}")
+    check_ok(run_train(tmp_path, *TINY, *overrides, f"hydra.run.dir={run}"))
     config = OmegaConf.load(run / ".hydra" / "config.yaml")
     env = make_env(config.env)
     venv = DummyVecEnv([lambda: env])
     try:
         final = VecNormalize.load(str(run / "final_model_vecnormalize.pkl"), venv)
         last_checkpoint = checkpoints.load_vec_normalize(run / "checkpoints" / "step_000000000200", venv)
+        goals = {"achieved_goal", "desired_goal"} if normalize_goals else set()
+        assert set(final.obs_rms) == {"observation"} | goals
         for key, statistics in final.obs_rms.items():
             np.testing.assert_array_equal(statistics.mean, last_checkpoint.obs_rms[key].mean)
 
