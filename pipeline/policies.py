@@ -18,6 +18,11 @@ import torch
 from stable_baselines3.td3.policies import Actor, MultiInputPolicy, TD3Policy
 
 
+def pre_tanh_actions(actor: Actor, obs: torch.Tensor) -> torch.Tensor:
+    """A TD3/DDPG actor's outputs before ``tanh`` (batch, n_actions); SB3's ``actor.mu`` ends in ``nn.Tanh``."""
+    return actor.mu[:-1](actor.extract_features(obs, actor.features_extractor))
+
+
 class _PreTanhPenalty(torch.autograd.Function):
     """Identity forward; backward adds the gradient of ``cost * mean(x ** 2)``.
 
@@ -49,7 +54,7 @@ class SaturationPenalisedActor(Actor):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Actions (batch, n_actions) in [-1, 1]."""
-        pre_tanh = self.mu[:-1](self.extract_features(obs, self.features_extractor))  # mu ends in nn.Tanh
+        pre_tanh = pre_tanh_actions(self, obs)
         if torch.is_grad_enabled():
             pre_tanh = _PreTanhPenalty.apply(pre_tanh, self.saturation_cost)
         return torch.tanh(pre_tanh)
@@ -61,7 +66,7 @@ class SaturationPenalisedActor(Actor):
 class _SaturationPenaltyMixin:
     """Builds a ``SaturationPenalisedActor``; the policy takes ``saturation_cost`` and saves it with the model."""
 
-    def __init__(self, *args: Any, saturation_cost: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, saturation_cost: float, **kwargs: Any) -> None:
         self.saturation_cost = saturation_cost  # read by make_actor, which the base __init__ calls
         super().__init__(*args, **kwargs)
 

@@ -10,7 +10,7 @@ from stable_baselines3 import DDPG
 
 from pipeline.config import compose_train_config
 from pipeline.factory import make_model, make_training_env
-from pipeline.policies import SaturationPenalisedActor
+from pipeline.policies import SaturationPenalisedActor, pre_tanh_actions
 
 
 def planar_model(saturation_cost: float) -> DDPG:
@@ -38,7 +38,7 @@ def test_penalty_adds_the_gradient_of_the_mean_squared_pre_tanh_action() -> None
         return [p.grad.clone() for p in actor.parameters()]
 
     penalised = gradients(-(actor(obs) @ q_weights).mean())
-    pre_tanh = actor.mu[:-1](actor.extract_features(obs, actor.features_extractor))
+    pre_tanh = pre_tanh_actions(actor, obs)
     explicit = gradients(-(torch.tanh(pre_tanh) @ q_weights).mean() + 0.7 * pre_tanh.pow(2).mean())
     for a, b in zip(penalised, explicit):
         torch.testing.assert_close(a, b)
@@ -57,7 +57,7 @@ def test_penalty_keeps_the_actor_out_of_saturation_and_survives_save_load(tmp_pa
             loss.backward()
             actor.optimizer.step()
         with torch.no_grad():
-            pre_tanh = actor.mu[:-1](actor.extract_features(obs, actor.features_extractor))
+            pre_tanh = pre_tanh_actions(actor, obs)
         medians[cost] = float(pre_tanh.abs().median())
         if cost:
             model.save(tmp_path / "model.zip")
