@@ -30,7 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
 from pipeline import checkpoints
-from pipeline.config import register_configs, validate_config
+from pipeline.config import TrainConfig, register_configs, validate_config
 from pipeline.evaluation import (
     PERIODIC_SEED_OFFSET,
     episode_rows,
@@ -157,8 +157,14 @@ class Checkpointing(BaseCallback):
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
-    """The resumed run's own config, with the keys given on this command line applied on top."""
-    saved = OmegaConf.load(Path(cfg.resume) / ".hydra" / "config.yaml")
+    """The resumed run's own config, with the keys given on this command line applied on top.
+
+    Top-level keys added to ``TrainConfig`` since the run started take their defaults (and can be
+    set on the command line), so runs of an older checkout still resume.
+    """
+    saved = OmegaConf.merge(
+        OmegaConf.structured(TrainConfig), OmegaConf.load(Path(cfg.resume) / ".hydra" / "config.yaml")
+    )
     OmegaConf.set_struct(saved, True)
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))

@@ -94,6 +94,10 @@ def test_resume_continues_step_count_and_wandb_run(tiny_run: Path, tmp_path: Pat
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     run_id = read_json(run_dir / "run.json")["wandb_run_id"]
+    # A run of an older checkout, before the normalize_goals key existed, still resumes.
+    saved_config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    del saved_config["normalize_goals"]
+    OmegaConf.save(saved_config, run_dir / ".hydra" / "config.yaml")
     result = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400")
     check_ok(result)
     assert f"resumed from {run_dir / 'checkpoints' / 'step_000000000200'} at step 200" in result.stdout
