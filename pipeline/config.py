@@ -94,6 +94,7 @@ class OffPolicyConfig:
 
     name: str = "ddpg"  # ddpg | td3 | sac
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    n_critics: int = 2  # Q-networks; the TD target is their minimum (clipped double-Q)
     learning_rate: float = 1e-3
     gamma: float = 0.95
     tau: float = 0.05
@@ -110,6 +111,7 @@ class OffPolicyConfig:
 
 @dataclass
 class DDPGConfig(OffPolicyConfig):
+    n_critics: int = 1  # the original DDPG's single critic
     # Weight of the actor's mean squared pre-tanh action in its loss (pipeline/policies.py): keeps the
     # deterministic actor out of tanh saturation (bang-bang torques). 0: SB3's plain actor.
     saturation_cost: float = 0.0
@@ -118,6 +120,7 @@ class DDPGConfig(OffPolicyConfig):
 @dataclass
 class TD3Config(DDPGConfig):
     name: str = "td3"
+    n_critics: int = 2
     policy_delay: int = 2
     target_policy_noise: float = 0.2
     target_noise_clip: float = 0.5

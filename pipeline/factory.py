@@ -21,7 +21,7 @@ from pipeline.policies import SaturationPenalisedMlpPolicy, SaturationPenalisedM
 ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
 NOISE_TYPES = ("normal", "ornstein_uhlenbeck", "none")
 # Config keys that are not constructor arguments of the algorithm class.
-PIPELINE_ALGO_KEYS = {"name", "net_arch", "action_noise", "her", "saturation_cost"}
+PIPELINE_ALGO_KEYS = {"name", "net_arch", "n_critics", "action_noise", "her", "saturation_cost"}
 
 
 def env_kwargs(env_cfg: DictConfig) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
             "goal_selection_strategy": algo_cfg.her.goal_selection_strategy,
         }
     policy: str | type[BasePolicy] = "MultiInputPolicy" if goal_conditioned else "MlpPolicy"
-    policy_kwargs: dict[str, Any] = {"net_arch": list(algo_cfg.net_arch)}
+    policy_kwargs: dict[str, Any] = {"net_arch": list(algo_cfg.net_arch), "n_critics": algo_cfg.n_critics}
     if algo_cfg.get("saturation_cost", 0.0) > 0:
         policy = SaturationPenalisedMultiInputPolicy if goal_conditioned else SaturationPenalisedMlpPolicy
         policy_kwargs["saturation_cost"] = algo_cfg.saturation_cost

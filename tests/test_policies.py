@@ -1,4 +1,4 @@
-"""The saturation-penalised DDPG actor (pipeline/policies.py)."""
+"""DDPG's policy options: the saturation-penalised actor (pipeline/policies.py) and twin critics."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pipeline.factory import make_model, make_training_env
 from pipeline.policies import SaturationPenalisedActor, pre_tanh_actions
 
 
-def planar_model(saturation_cost: float) -> DDPG:
-    cfg = compose_train_config(["algo.net_arch=[32,32]", f"algo.saturation_cost={saturation_cost}"])
+def planar_model(saturation_cost: float, n_critics: int = 1) -> DDPG:
+    cfg = compose_train_config(
+        ["algo.net_arch=[32,32]", f"algo.saturation_cost={saturation_cost}", f"algo.n_critics={n_critics}"]
+    )
     return make_model(cfg, make_training_env(cfg.env, n_envs=1, seed=0))
 
 
@@ -67,3 +69,19 @@ def test_penalty_keeps_the_actor_out_of_saturation_and_survives_save_load(tmp_pa
                 torch.testing.assert_close(loaded.actor(obs), actor(obs))
     assert medians[0.0] > 3.0, medians  # tanh' < 0.01: stuck at +-1
     assert 0.3 < medians[1.0] < 1.0, medians
+
+
+def test_twin_critics_train_and_survive_save_load(tmp_path: Path) -> None:
+    """``algo.n_critics=2``: DDPG learns two Q-networks (its TD target is their minimum) and keeps both."""
+    model = planar_model(saturation_cost=0.0, n_critics=2)
+    model.learning_starts = 50
+    model.learn(150)
+    obs, actions = observations(model), torch.zeros(64, model.action_space.shape[0])
+    with torch.no_grad():
+        q1, q2 = model.critic(obs, actions)
+    assert not torch.allclose(q1, q2)  # two networks, trained on the same targets from different inits
+    model.save(tmp_path / "model.zip")
+    loaded = DDPG.load(tmp_path / "model.zip", env=model.get_env(), device="cpu")
+    with torch.no_grad():
+        for a, b in zip(loaded.critic(obs, actions), (q1, q2)):
+            torch.testing.assert_close(a, b)
