@@ -26,8 +26,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import CSVOutputFormat, Logger
+from stable_baselines3.common.logger import Logger
 
 from pipeline import checkpoints
 from pipeline.config import TrainConfig, register_configs, validate_config
@@ -40,12 +41,24 @@ from pipeline.evaluation import (
     summarise,
 )
 from pipeline.factory import ALGORITHMS, make_env, make_model, make_training_env
-from pipeline.tracking import LineOutputFormat, WandbOutputFormat, init_run, resolved_config
+from pipeline.tracking import (
+    ContinuedCSVOutputFormat,
+    LineOutputFormat,
+    WandbOutputFormat,
+    init_run,
+    resolved_config,
+)
 
 register_configs()
 # A resumed run writes into its own directory and keeps its original .hydra/config.yaml.
 OmegaConf.register_new_resolver("run_dir_or_resume", lambda resume, default: resume or default)
 OmegaConf.register_new_resolver("hydra_subdir", lambda resume: ".hydra_resume" if resume else ".hydra")
+
+
+def learn_seconds(model: BaseAlgorithm, before: float) -> float:
+    """Wall seconds in ``learn()`` over the whole run: ``before`` (up to the checkpoint it resumed from)
+    plus the current call's, so a resumed run's clock continues."""
+    return before + (time.time_ns() - model.start_time) / 1e9
 
 
 class HeldOutEvaluation(BaseCallback):
@@ -55,9 +68,12 @@ class HeldOutEvaluation(BaseCallback):
     (before any success, the policy that stands and gets closest is the one worth keeping).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, best_score: list[float] | None = None) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, best_score: list[float] | None = None, learn_seconds_before: float = 0.0
+    ) -> None:
         super().__init__()
         self.freq, self.n_goals = cfg.eval.freq, cfg.eval.periodic_goals
+        self.learn_seconds_before = learn_seconds_before
         self.goal_seed = cfg.eval.goal_seed + PERIODIC_SEED_OFFSET
         self.env = make_env(cfg.env)
         self.run_dir = run_dir
@@ -77,7 +93,7 @@ class HeldOutEvaluation(BaseCallback):
             self.logger.record(f"eval/{key}", summary[key])
         # Step and wall clock in the same CSV row, for learning curves against either.
         self.logger.record("eval/env_steps", self.num_timesteps)
-        self.logger.record("eval/wall_seconds", (time.time_ns() - self.model.start_time) / 1e9)
+        self.logger.record("eval/wall_seconds", learn_seconds(self.model, self.learn_seconds_before))
         score = [summary["success_rate"], -summary["fall_rate"], -summary["final_distance_median"]]
         if self.best_score is None or score > self.best_score:
             self.best_score = score
@@ -139,7 +155,11 @@ class Checkpointing(BaseCallback):
             self.next_save = (self.num_timesteps // self.cfg.freq + 1) * self.cfg.freq
 
     def save(self) -> Path:
-        state = {"wandb_run_id": self.wandb_run_id, "best_score": self.evaluation.best_score}
+        state = {
+            "wandb_run_id": self.wandb_run_id,
+            "best_score": self.evaluation.best_score,
+            "learn_seconds": learn_seconds(self.model, self.evaluation.learn_seconds_before),
+        }
         if self.curriculum:
             state["goal_range"] = self.curriculum.goal_range
         return checkpoints.save_checkpoint(
@@ -276,17 +296,17 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     if not multirun and outputs in run_dir.resolve().parents:
         checkpoints.atomic_symlink(outputs / "latest", run_dir.resolve())
     interactive = sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar
-    formats = [CSVOutputFormat(str(run_dir / "progress.csv"))]
+    formats = [ContinuedCSVOutputFormat(run_dir / "progress.csv", model.num_timesteps if latest else None)]
     formats += [WandbOutputFormat(run)] if run else []
     formats += [] if interactive else [LineOutputFormat()]
     model.set_logger(Logger(str(run_dir), formats))
 
     # 4. Learn, evaluating and checkpointing on the way.
-    evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_score"))
+    evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_score"), state.get("learn_seconds", 0.0))
     curriculum = GoalCurriculum(cfg, state.get("goal_range")) if cfg.curriculum.enabled else None
     checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum)
     callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else []) + [checkpointing]
-    start_steps, start_time = model.num_timesteps, time.perf_counter()
+    start_steps = model.num_timesteps
     model.learn(
         total_timesteps=max(cfg.total_timesteps - model.num_timesteps, 0),
         callback=callbacks,
@@ -294,7 +314,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         reset_num_timesteps=False,
         progress_bar=interactive,
     )
-    learn_seconds = time.perf_counter() - start_time  # the training loop: rollouts, updates, callbacks
+    seconds = learn_seconds(model, evaluation.learn_seconds_before)  # rollouts, updates, callbacks
     checkpointing.save()
     checkpoints.save_model(model, run_dir / "final_model.zip")
     if not (run_dir / "best_model.zip").exists():
@@ -310,8 +330,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     metrics = {
         **summarise(results),
         "num_timesteps": model.num_timesteps,
-        "learn_seconds": learn_seconds,
-        "learn_steps_per_second": (model.num_timesteps - start_steps) / learn_seconds,
+        "learn_seconds": seconds,
+        "learn_steps_per_second": (model.num_timesteps - start_steps) / (seconds - evaluation.learn_seconds_before),
     }
     checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episode_rows(results)})
     print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)

@@ -3,7 +3,7 @@
 Trains ``python train.py <overrides> seed=S`` for each of ``--seeds`` (one after another, or
 ``--jobs 2`` side by side with one torch thread each), or, with ``--from-runs``, only analyses run
 directories trained elsewhere (finished or still running). For each run, from the periodic held-out
-evaluations in progress.csv: the first env steps, and wall seconds since ``learn()`` started, at which
+evaluations in progress.csv: the first env steps, and wall seconds in ``learn()`` (resumes included), at which
 ``eval/success_rate`` reached each threshold; from metrics.json: the final success rate, fall rate
 and median final distance. Prints one row per run and a mean row, writes the rows as CSV and plots
 the learning curves (mean over seeds with the min-max band, up to the shortest run's last evaluation).
@@ -51,7 +51,7 @@ class Run:
     seed: int
     env_id: str
     steps: np.ndarray  # env steps at each periodic evaluation
-    seconds: np.ndarray  # wall seconds since learn() started, at each
+    seconds: np.ndarray  # wall seconds in learn() (resumes included), at each
     success: np.ndarray
     fall: np.ndarray
     final: dict[str, Any] | None

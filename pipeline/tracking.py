@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import wandb
 from omegaconf import DictConfig, OmegaConf
-from stable_baselines3.common.logger import KVWriter
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter
+
+from pipeline.checkpoints import atomic_write
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -91,6 +95,41 @@ class WandbOutputFormat(KVWriter):
 
     def close(self) -> None:
         pass
+
+
+class ContinuedCSVOutputFormat(CSVOutputFormat):
+    """SB3's ``progress.csv``, continued when a run resumes from its checkpoint at ``resume_step`` env steps.
+
+    Rows up to ``resume_step`` stay; rows logged after that checkpoint (before a crash or a stop) are
+    dropped, since the resumed run logs those steps again. ``resume_step`` None starts a new file.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        # Not SB3's __init__: it truncates the file.
+        self.keys = _keep_rows(path, resume_step) if resume_step is not None and path.exists() else []
+        # r+, not a+: SB3 rewrites from the start when new keys appear. Closed by close().
+        self.file = open(path, "r+" if self.keys else "w+")  # noqa: SIM115
+        self.file.seek(0, os.SEEK_END)
+        self.separator, self.quotechar = ",", '"'
+
+
+def _keep_rows(path: Path, last_step: int) -> list[str]:
+    """Rewrite ``path`` (atomically) without its rows after ``last_step`` env steps; return its columns."""
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+
+    def step(row: dict[str, str]) -> float:  # SB3's own dumps carry the step, the periodic evaluation's too
+        return float(row.get("time/total_timesteps") or row.get("eval/env_steps") or 0)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(row for row in rows if step(row) <= last_step)
+
+    atomic_write(path, write)
+    return columns
 
 
 class LineOutputFormat(KVWriter):

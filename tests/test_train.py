@@ -90,21 +90,29 @@ def test_offline_wandb_files_hold_the_metrics(tiny_run: Path) -> None:
     assert [row["global_step"] for row in evaluations] == [100, 200]
 
 
-def test_resume_continues_step_count_and_wandb_run(tiny_run: Path, tmp_path: Path) -> None:
+def test_resume_continues_step_count_history_clock_and_wandb_run(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     run_id = read_json(run_dir / "run.json")["wandb_run_id"]
+    # Stopped after the checkpoint at 100: what it logged after that is logged again, not twice.
+    shutil.rmtree(run_dir / "checkpoints" / "step_000000000200")
+    learn_seconds_at_100 = checkpoints.read_state(run_dir / "checkpoints" / "step_000000000100")["learn_seconds"]
     # A run of an older checkout, before the normalize_goals key existed, still resumes.
     saved_config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     del saved_config["normalize_goals"]
     OmegaConf.save(saved_config, run_dir / ".hydra" / "config.yaml")
     result = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400")
     check_ok(result)
-    assert f"resumed from {run_dir / 'checkpoints' / 'step_000000000200'} at step 200" in result.stdout
-    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 400
+    assert f"resumed from {run_dir / 'checkpoints' / 'step_000000000100'} at step 100" in result.stdout
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["num_timesteps"] == 400 and metrics["learn_seconds"] > learn_seconds_at_100
     assert step_dirs(run_dir) == ["step_000000000300", "step_000000000400"]
     assert [checkpoints.read_state(p)["wandb_run_id"] for p in (run_dir / "checkpoints").iterdir()] == [run_id] * 2
     assert read_json(run_dir / "run.json")["wandb_run_id"] == run_id
+    # progress.csv holds the whole history once, on one clock.
+    steps = [int(float(v)) for v in read_csv_column(run_dir / "progress.csv", "eval/env_steps")]
+    seconds = [float(v) for v in read_csv_column(run_dir / "progress.csv", "eval/wall_seconds")]
+    assert steps == [100, 200, 300, 400] and seconds == sorted(seconds) and seconds[0] < learn_seconds_at_100
     offline = offline_run_dirs(run_dir)
     assert len(offline) == 2 and {p.name.rsplit("-", 1)[1] for p in offline} == {run_id}
     assert wandb_summary(offline[-1])["summary"]["final/num_timesteps"] == 400
