@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -176,8 +177,14 @@ class Checkpointing(BaseCallback):
             self.save()
 
 
-def resumed_config(cfg: DictConfig) -> DictConfig:
-    """The resumed run's own config, with the keys given on this command line applied on top.
+# Hyperparameters SB3 reads afresh at every update, so a resumed run may change them (say, a lower
+# learning rate to fine-tune); the other algo keys shape the networks, exploration or the replay buffer.
+RESUMABLE_ALGO_KEYS = ("learning_rate", "batch_size", "gradient_steps", "train_freq", "learning_starts", "gamma", "tau")
+
+
+def resumed_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
+    """The resumed run's own config with the keys given on this command line applied on top, and the
+    algo hyperparameters these change (for SB3's ``load``).
 
     Top-level keys added to ``TrainConfig`` since the run started take their defaults (and can be
     set on the command line), so runs of an older checkout still resume.
@@ -189,7 +196,14 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
     merged.resume = cfg.resume
-    return merged
+    before, after = (OmegaConf.to_container(c.algo, resolve=False) for c in (saved, merged))
+    changed = {key: merged.algo[key] for key, value in after.items() if before.get(key) != value}
+    if fixed := sorted(changed.keys() - set(RESUMABLE_ALGO_KEYS)):
+        raise ValueError(
+            f"algo.{fixed[0]} cannot change when a run resumes; drop it from the command or start a new run "
+            f"(resumable: {', '.join(RESUMABLE_ALGO_KEYS)})."
+        )
+    return merged, changed
 
 
 def record_video(cfg: DictConfig, model, path: Path) -> Path:
@@ -256,9 +270,9 @@ def main(cfg: DictConfig) -> float:
 
 def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     # 1. Configuration: a resumed run continues with its own config.
-    latest = None
+    latest, hyperparameters = None, {}
     if cfg.resume:
-        cfg = resumed_config(cfg)
+        cfg, hyperparameters = resumed_config(cfg)
         latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
         if latest is None:
             raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; start a new run instead.")
@@ -273,7 +287,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     )
     if latest:
         env = checkpoints.load_vec_normalize(latest, env) or env
-        model = ALGORITHMS[cfg.algo.name].load(latest / checkpoints.MODEL_FILE, env=env, device=cfg.device)
+        model = ALGORITHMS[cfg.algo.name].load(
+            latest / checkpoints.MODEL_FILE, env=env, device=cfg.device, **hyperparameters
+        )
         if (latest / checkpoints.REPLAY_FILE).exists():
             try:
                 model.load_replay_buffer(latest / checkpoints.REPLAY_FILE)
@@ -282,7 +298,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
                     f"corrupt replay buffer in {latest} ({type(error).__name__}); delete that directory "
                     "to resume from the checkpoint before it."
                 ) from None
-        print(f"resumed from {latest} at step {model.num_timesteps}", flush=True)
+        changes = "".join(f", algo.{key}={value}" for key, value in hyperparameters.items())
+        print(f"resumed from {latest} at step {model.num_timesteps}{changes}", flush=True)
     else:
         model = make_model(cfg, env)
 

@@ -101,9 +101,20 @@ def test_resume_continues_step_count_history_clock_and_wandb_run(tiny_run: Path,
     saved_config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     del saved_config["normalize_goals"]
     OmegaConf.save(saved_config, run_dir / ".hydra" / "config.yaml")
-    result = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400")
+    # The networks are fixed when a run starts: changing them on resume fails in one line, touching nothing.
+    refused = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400", "algo.net_arch=[8,8]")
+    assert refused.returncode == 2 and error_lines(refused.stderr) == [
+        "error: algo.net_arch cannot change when a run resumes; drop it from the command or start a new run "
+        "(resumable: learning_rate, batch_size, gradient_steps, train_freq, learning_starts, gamma, tau)."
+    ]
+    assert step_dirs(run_dir) == ["step_000000000100"]
+    # A hyperparameter SB3 reads at each update may change, e.g. to fine-tune at a lower learning rate.
+    result = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400", "algo.learning_rate=0.0005")
     check_ok(result)
-    assert f"resumed from {run_dir / 'checkpoints' / 'step_000000000100'} at step 100" in result.stdout
+    checkpoint_100 = run_dir / "checkpoints" / "step_000000000100"
+    assert f"resumed from {checkpoint_100} at step 100, algo.learning_rate=0.0005" in result.stdout
+    rates = [float(v) for v in read_csv_column(run_dir / "progress.csv", "train/learning_rate")]
+    assert rates[-1] == 0.0005
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["num_timesteps"] == 400 and metrics["learn_seconds"] > learn_seconds_at_100
     assert step_dirs(run_dir) == ["step_000000000300", "step_000000000400"]
