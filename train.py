@@ -184,7 +184,7 @@ RESUMABLE_ALGO_KEYS = ("learning_rate", "batch_size", "gradient_steps", "train_f
 
 def resumed_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     """The resumed run's own config with the keys given on this command line applied on top, and the
-    algo hyperparameters these change (for SB3's ``load``).
+    algo hyperparameters these change.
 
     Top-level keys added to ``TrainConfig`` since the run started take their defaults (and can be
     set on the command line), so runs of an older checkout still resume.
@@ -270,9 +270,9 @@ def main(cfg: DictConfig) -> float:
 
 def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     # 1. Configuration: a resumed run continues with its own config.
-    latest, hyperparameters = None, {}
+    latest, changed = None, {}
     if cfg.resume:
-        cfg, hyperparameters = resumed_config(cfg)
+        cfg, changed = resumed_config(cfg)
         latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
         if latest is None:
             raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; start a new run instead.")
@@ -287,6 +287,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     )
     if latest:
         env = checkpoints.load_vec_normalize(latest, env) or env
+        # The config's hyperparameters, not those pickled in the zip: the run's config (with this command
+        # line's changes, which an earlier resume's command line does not carry over) is the truth.
+        hyperparameters = {key: cfg.algo[key] for key in RESUMABLE_ALGO_KEYS}
         model = ALGORITHMS[cfg.algo.name].load(
             latest / checkpoints.MODEL_FILE, env=env, device=cfg.device, **hyperparameters
         )
@@ -298,7 +301,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
                     f"corrupt replay buffer in {latest} ({type(error).__name__}); delete that directory "
                     "to resume from the checkpoint before it."
                 ) from None
-        changes = "".join(f", algo.{key}={value}" for key, value in hyperparameters.items())
+        changes = "".join(f", algo.{key}={value}" for key, value in changed.items())
         print(f"resumed from {latest} at step {model.num_timesteps}{changes}", flush=True)
     else:
         model = make_model(cfg, env)
