@@ -322,7 +322,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     model.set_logger(Logger(str(run_dir), formats))
 
     # 4. Learn, evaluating and checkpointing on the way.
-    evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_score"), state.get("learn_seconds", 0.0))
+    learn_seconds_before = state.get("learn_seconds", 0.0)  # the resumed checkpoint's clock
+    evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_score"), learn_seconds_before)
     curriculum = GoalCurriculum(cfg, state.get("goal_range")) if cfg.curriculum.enabled else None
     checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum)
     callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else []) + [checkpointing]
@@ -334,7 +335,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         reset_num_timesteps=False,
         progress_bar=interactive,
     )
-    seconds = learn_seconds(model, evaluation.learn_seconds_before)  # rollouts, updates, callbacks
+    seconds = learn_seconds(model, learn_seconds_before)  # rollouts, updates, callbacks
     checkpointing.save()
     checkpoints.save_model(model, run_dir / "final_model.zip")
     if not (run_dir / "best_model.zip").exists():
@@ -351,7 +352,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         **summarise(results),
         "num_timesteps": model.num_timesteps,
         "learn_seconds": seconds,
-        "learn_steps_per_second": (model.num_timesteps - start_steps) / (seconds - evaluation.learn_seconds_before),
+        "learn_steps_per_second": (model.num_timesteps - start_steps) / (seconds - learn_seconds_before),
     }
     checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episode_rows(results)})
     print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
