@@ -151,6 +151,12 @@ def wandb_history(offline_run_dir: Path) -> list[dict[str, Any]]:
     return [record["history"]["item"] for record in records if record.get("type") == "history"]
 
 
+@pytest.fixture(autouse=True)
+def sb3_log_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare ``model.learn()`` makes SB3's default logger create a folder; keep it out of the system /tmp."""
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of one finished tiny training run (read-only: copy it to modify)."""
