@@ -41,7 +41,14 @@ from pipeline.evaluation import (
     record_episodes,
     summarise,
 )
-from pipeline.factory import ALGORITHMS, make_env, make_model, make_training_env
+from pipeline.factory import (
+    ALGORITHMS,
+    PIPELINE_ALGO_KEYS,
+    learning_rate_schedule,
+    make_env,
+    make_model,
+    make_training_env,
+)
 from pipeline.tracking import (
     ContinuedCSVOutputFormat,
     LineOutputFormat,
@@ -179,7 +186,17 @@ class Checkpointing(BaseCallback):
 
 # Hyperparameters SB3 reads afresh at every update, so a resumed run may change them (say, a lower
 # learning rate to fine-tune); the other algo keys shape the networks, exploration or the replay buffer.
-RESUMABLE_ALGO_KEYS = ("learning_rate", "batch_size", "gradient_steps", "train_freq", "learning_starts", "gamma", "tau")
+RESUMABLE_ALGO_KEYS = (
+    "learning_rate",
+    "learning_rate_final",
+    "learning_rate_decay_start",
+    "batch_size",
+    "gradient_steps",
+    "train_freq",
+    "learning_starts",
+    "gamma",
+    "tau",
+)
 
 
 def resumed_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
@@ -289,7 +306,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         env = checkpoints.load_vec_normalize(latest, env) or env
         # The config's hyperparameters, not those pickled in the zip: the run's config (with this command
         # line's changes, which an earlier resume's command line does not carry over) is the truth.
-        hyperparameters = {key: cfg.algo[key] for key in RESUMABLE_ALGO_KEYS}
+        hyperparameters = {key: cfg.algo[key] for key in RESUMABLE_ALGO_KEYS if key not in PIPELINE_ALGO_KEYS}
+        hyperparameters["learning_rate"] = learning_rate_schedule(cfg.algo)
         model = ALGORITHMS[cfg.algo.name].load(
             latest / checkpoints.MODEL_FILE, env=env, device=cfg.device, **hyperparameters
         )

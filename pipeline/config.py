@@ -95,7 +95,11 @@ class OffPolicyConfig:
     name: str = "ddpg"  # ddpg | td3 | sac
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
     n_critics: int = 2  # Q-networks; the TD target is their minimum (clipped double-Q)
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # Adam's step size, at the start of the run
+    # None: a constant learning_rate. Else it falls linearly to this value, from the fraction
+    # learning_rate_decay_start of total_timesteps to the run's end: small late steps polish the precision.
+    learning_rate_final: Optional[float] = None  # noqa: UP045
+    learning_rate_decay_start: float = 0.0
     gamma: float = 0.95
     tau: float = 0.05
     batch_size: int = 256
@@ -248,6 +252,14 @@ def validate_config(cfg: Any) -> None:
     for key in ("eval.freq", "checkpoint.freq", "algo.learning_starts", "wandb.video_episodes"):
         if OmegaConf.select(cfg, key) < 0:
             raise ValueError(f"{key} must be >= 0 (0 turns it off), got {OmegaConf.select(cfg, key)}.")
+    if cfg.algo.learning_rate_final is not None and not cfg.algo.learning_rate_final > 0:
+        raise ValueError(
+            f"algo.learning_rate_final must be > 0 (null: constant rate), got {cfg.algo.learning_rate_final}."
+        )
+    if not 0.0 <= cfg.algo.learning_rate_decay_start < 1.0:
+        raise ValueError(
+            f"algo.learning_rate_decay_start is a fraction of total_timesteps in [0, 1), got {cfg.algo.learning_rate_decay_start}."
+        )
     if not 0.0 < cfg.algo.gamma <= 1.0 or not 0.0 < cfg.algo.tau <= 1.0:
         raise ValueError(f"algo.gamma and algo.tau must be in (0, 1], got {cfg.algo.gamma} and {cfg.algo.tau}.")
     if cfg.algo.gradient_steps == 0 or cfg.algo.gradient_steps < -1:

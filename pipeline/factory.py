@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -21,7 +22,39 @@ from pipeline.policies import SaturationPenalisedMlpPolicy, SaturationPenalisedM
 ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
 NOISE_TYPES = ("normal", "ornstein_uhlenbeck", "none")
 # Config keys that are not constructor arguments of the algorithm class.
-PIPELINE_ALGO_KEYS = {"name", "net_arch", "n_critics", "action_noise", "her", "saturation_cost"}
+PIPELINE_ALGO_KEYS = {
+    "name",
+    "net_arch",
+    "n_critics",
+    "action_noise",
+    "her",
+    "saturation_cost",
+    "learning_rate_final",
+    "learning_rate_decay_start",
+}
+
+
+@dataclass(frozen=True)
+class DecayingLearningRate:
+    """SB3 learning-rate schedule: ``initial`` up to the fraction ``decay_start`` of the run, then
+    linear to ``final`` at its end. A class, not a closure, so checkpoints pickle it plainly."""
+
+    initial: float
+    final: float
+    decay_start: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        decayed = (1.0 - progress_remaining - self.decay_start) / (1.0 - self.decay_start)
+        return self.initial + min(max(decayed, 0.0), 1.0) * (self.final - self.initial)
+
+
+def learning_rate_schedule(algo_cfg: DictConfig) -> float | DecayingLearningRate:
+    """``algo.learning_rate`` as SB3 takes it: a float, or a schedule when ``learning_rate_final`` is set."""
+    if algo_cfg.learning_rate_final is None:
+        return algo_cfg.learning_rate
+    return DecayingLearningRate(
+        algo_cfg.learning_rate, algo_cfg.learning_rate_final, algo_cfg.learning_rate_decay_start
+    )
 
 
 def env_kwargs(env_cfg: DictConfig) -> dict[str, Any]:
@@ -104,6 +137,7 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
         raise ValueError(f"unknown algo '{algo_cfg.name}'; choose algo= one of {sorted(ALGORITHMS)}.")
     goal_conditioned = isinstance(env.observation_space, gym.spaces.Dict)
     kwargs = {k: v for k, v in OmegaConf.to_container(algo_cfg, resolve=True).items() if k not in PIPELINE_ALGO_KEYS}
+    kwargs["learning_rate"] = learning_rate_schedule(algo_cfg)
     if goal_conditioned and algo_cfg.her.enabled:
         kwargs["replay_buffer_class"] = PenaltyHerReplayBuffer
         kwargs["replay_buffer_kwargs"] = {

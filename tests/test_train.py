@@ -105,7 +105,7 @@ def test_resume_continues_step_count_history_clock_and_wandb_run(tiny_run: Path,
     refused = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400", "algo.net_arch=[8,8]")
     assert refused.returncode == 2 and error_lines(refused.stderr) == [
         "error: algo.net_arch cannot change when a run resumes; drop it from the command or start a new run "
-        "(resumable: learning_rate, batch_size, gradient_steps, train_freq, learning_starts, gamma, tau)."
+        "(resumable: learning_rate, learning_rate_final, learning_rate_decay_start, batch_size, gradient_steps, train_freq, learning_starts, gamma, tau)."
     ]
     assert step_dirs(run_dir) == ["step_000000000100"]
     # A hyperparameter SB3 reads at each update may change, e.g. to fine-tune at a lower learning rate.
