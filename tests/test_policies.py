@@ -1,4 +1,5 @@
-"""DDPG's policy options: the saturation-penalised actor (pipeline/policies.py) and twin critics."""
+"""DDPG's policy options: the saturation-penalised actor (pipeline/policies.py), twin critics, and the
+learning-rate decay."""
 
 from __future__ import annotations
 
@@ -85,3 +86,15 @@ def test_twin_critics_train_and_survive_save_load(tmp_path: Path) -> None:
     with torch.no_grad():
         for a, b in zip(loaded.critic(obs, actions), (q1, q2)):
             torch.testing.assert_close(a, b)
+
+
+def test_learning_rate_decays_linearly_after_its_start_and_survives_save_load(tmp_path: Path) -> None:
+    cfg = compose_train_config(["algo.learning_rate_final=0.0001", "algo.learning_rate_decay_start=0.5"])
+    model = make_model(cfg, make_training_env(cfg.env, n_envs=1, seed=0))
+    # SB3 passes the fraction of the run still to go: constant over the first half, then linear.
+    progress_remaining = [1.0, 0.75, 0.5, 0.25, 0.0]
+    expected = [1e-3, 1e-3, 1e-3, 5.5e-4, 1e-4]
+    assert np.allclose([model.lr_schedule(p) for p in progress_remaining], expected)
+    model.save(tmp_path / "model.zip")
+    loaded = DDPG.load(tmp_path / "model.zip", env=model.get_env())
+    assert np.allclose([loaded.lr_schedule(p) for p in progress_remaining], expected)

@@ -426,6 +426,12 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
     "negative budget": (["eval.final_goals=-5"], None, ["eval.final_goals must be > 0, got -5"], False),
     "negative frequency": (["checkpoint.freq=-1"], None, ["checkpoint.freq must be >= 0", "0 turns it off"], False),
     "invalid hyperparameter": (["algo.gamma=1.5"], None, ["algo.gamma and algo.tau must be in (0, 1]"], False),
+    "learning-rate decay past the end": (
+        ["algo.learning_rate_final=0.0001", "algo.learning_rate_decay_start=1"],
+        None,
+        ["algo.learning_rate_decay_start is a fraction of total_timesteps in [0, 1), got 1"],
+        False,
+    ),
     "missing URDF": (["env=urdf", "env.urdf=no_such_arm.urdf"], None, ["no_such_arm.urdf"], False),
     "malformed URDF": (["env=urdf", "env.urdf={case}/broken.urdf"], "urdf", ["malformed XML", "fix the file"], False),
     "unknown link": (["env.end_effector=hand"], None, ["unknown link 'hand'", "choose from"], False),
