@@ -32,7 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from pipeline import checkpoints
-from pipeline.config import TrainConfig, register_configs, validate_config
+from pipeline.config import ALGO_SCHEMAS, TrainConfig, register_configs, validate_config
 from pipeline.evaluation import (
     PERIODIC_SEED_OFFSET,
     episode_rows,
@@ -203,12 +203,14 @@ def resumed_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     """The resumed run's own config with the keys given on this command line applied on top, and the
     algo hyperparameters these change.
 
-    Top-level keys added to ``TrainConfig`` since the run started take their defaults (and can be
-    set on the command line), so runs of an older checkout still resume.
+    Top-level and algo keys added since the run started take their defaults (and can be set on the
+    command line), so runs of an older checkout still resume.
     """
     saved = OmegaConf.merge(
         OmegaConf.structured(TrainConfig), OmegaConf.load(Path(cfg.resume) / ".hydra" / "config.yaml")
     )
+    # Algo keys added since then too: the saved algo node on top of its schema.
+    saved.algo = OmegaConf.merge(OmegaConf.structured(ALGO_SCHEMAS[saved.algo.name]), saved.algo)
     OmegaConf.set_struct(saved, True)
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))

@@ -97,9 +97,9 @@ def test_resume_continues_step_count_history_clock_and_wandb_run(tiny_run: Path,
     # Stopped after the checkpoint at 100: what it logged after that is logged again, not twice.
     shutil.rmtree(run_dir / "checkpoints" / "step_000000000200")
     learn_seconds_at_100 = checkpoints.read_state(run_dir / "checkpoints" / "step_000000000100")["learn_seconds"]
-    # A run of an older checkout, before the normalize_goals key existed, still resumes.
+    # A run of an older checkout, before the normalize_goals and algo.learning_rate_final keys, still resumes.
     saved_config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    del saved_config["normalize_goals"]
+    del saved_config["normalize_goals"], saved_config.algo["learning_rate_final"]
     OmegaConf.save(saved_config, run_dir / ".hydra" / "config.yaml")
     # The networks are fixed when a run starts: changing them on resume fails in one line, touching nothing.
     refused = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400", "algo.net_arch=[8,8]")
