@@ -97,8 +97,8 @@ class OffPolicyConfig:
     n_critics: int = 2  # Q-networks; the TD target is their minimum (clipped double-Q)
     learning_rate: float = 1e-3  # Adam's step size, at the start of the run
     # None: a constant learning_rate. Else it falls linearly to this value, from the fraction
-    # learning_rate_decay_start of total_timesteps to the run's end (README "Results": on the humanoid,
-    # no gain over a constant rate inside 300k steps; resuming at a lower learning_rate did gain).
+    # learning_rate_decay_start of total_timesteps to the run's end (README "Results": on the humanoid
+    # DDPG, no gain over a constant rate).
     learning_rate_final: Optional[float] = None  # noqa: UP045
     learning_rate_decay_start: float = 0.0
     gamma: float = 0.95
