@@ -41,14 +41,7 @@ from pipeline.evaluation import (
     record_episodes,
     summarise,
 )
-from pipeline.factory import (
-    ALGORITHMS,
-    PIPELINE_ALGO_KEYS,
-    learning_rate_schedule,
-    make_env,
-    make_model,
-    make_training_env,
-)
+from pipeline.factory import ALGORITHMS, make_env, make_model, make_training_env, sb3_algo_kwargs
 from pipeline.tracking import (
     ContinuedCSVOutputFormat,
     LineOutputFormat,
@@ -308,8 +301,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         env = checkpoints.load_vec_normalize(latest, env) or env
         # The config's hyperparameters, not those pickled in the zip: the run's config (with this command
         # line's changes, which an earlier resume's command line does not carry over) is the truth.
-        hyperparameters = {key: cfg.algo[key] for key in RESUMABLE_ALGO_KEYS if key not in PIPELINE_ALGO_KEYS}
-        hyperparameters["learning_rate"] = learning_rate_schedule(cfg.algo)
+        hyperparameters = sb3_algo_kwargs(cfg.algo, RESUMABLE_ALGO_KEYS)
         model = ALGORITHMS[cfg.algo.name].load(
             latest / checkpoints.MODEL_FILE, env=env, device=cfg.device, **hyperparameters
         )

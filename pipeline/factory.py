@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,13 +49,16 @@ class DecayingLearningRate:
         return self.initial + min(max(decayed, 0.0), 1.0) * (self.final - self.initial)
 
 
-def learning_rate_schedule(algo_cfg: DictConfig) -> float | DecayingLearningRate:
-    """``algo.learning_rate`` as SB3 takes it: a float, or a schedule when ``learning_rate_final`` is set."""
-    if algo_cfg.learning_rate_final is None:
-        return algo_cfg.learning_rate
-    return DecayingLearningRate(
-        algo_cfg.learning_rate, algo_cfg.learning_rate_final, algo_cfg.learning_rate_decay_start
-    )
+def sb3_algo_kwargs(algo_cfg: DictConfig, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """The algo config as keyword arguments of the SB3 algorithm (all its keys, or only ``keys``):
+    pipeline-only keys dropped, ``learning_rate`` a schedule when ``learning_rate_final`` is set."""
+    config = OmegaConf.to_container(algo_cfg, resolve=True)
+    kwargs = {k: v for k, v in config.items() if k not in PIPELINE_ALGO_KEYS and (keys is None or k in keys)}
+    if algo_cfg.learning_rate_final is not None:
+        kwargs["learning_rate"] = DecayingLearningRate(
+            algo_cfg.learning_rate, algo_cfg.learning_rate_final, algo_cfg.learning_rate_decay_start
+        )
+    return kwargs
 
 
 def env_kwargs(env_cfg: DictConfig) -> dict[str, Any]:
@@ -136,8 +140,7 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
     if algo_cfg.name not in ALGORITHMS:
         raise ValueError(f"unknown algo '{algo_cfg.name}'; choose algo= one of {sorted(ALGORITHMS)}.")
     goal_conditioned = isinstance(env.observation_space, gym.spaces.Dict)
-    kwargs = {k: v for k, v in OmegaConf.to_container(algo_cfg, resolve=True).items() if k not in PIPELINE_ALGO_KEYS}
-    kwargs["learning_rate"] = learning_rate_schedule(algo_cfg)
+    kwargs = sb3_algo_kwargs(algo_cfg)
     if goal_conditioned and algo_cfg.her.enabled:
         kwargs["replay_buffer_class"] = PenaltyHerReplayBuffer
         kwargs["replay_buffer_kwargs"] = {
