@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
+# For runs timed by metrics.json's learn_steps_per_second: offline wandb, as in a run without login,
+# and no work after learn() (which the rate does not see) beyond a 1-goal final evaluation.
+RATE_ONLY_OVERRIDES = ["wandb.mode=offline", "eval.final_goals=1", "wandb.video_episodes=0"]
 
 
 class BenchmarkError(Exception):

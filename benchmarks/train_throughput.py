@@ -28,12 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, BenchmarkError, reject_overrides, run_cli, run_python, train
+from _common import RATE_ONLY_OVERRIDES, REPO, BenchmarkError, reject_overrides, run_cli, run_python, train
 from omegaconf import OmegaConf
 
 TARGET_RATIO = 0.9
-# Ours: offline wandb as in a run without login; no work after learn() that the rate does not see.
-OURS_DEFAULTS = ["wandb.mode=offline", "eval.final_goals=1", "wandb.video_episodes=0"]
 BARE_RESULT = "bare_steps_per_second="  # the --bare child's result line (pybullet also prints on stdout)
 
 
@@ -98,7 +96,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="train_throughput_") as tmp:
             run_dir = Path(tmp) / "run"
-            metrics = train([*OURS_DEFAULTS, *args.overrides, f"total_timesteps={args.steps}"], run_dir)
+            metrics = train([*RATE_ONLY_OVERRIDES, *args.overrides, f"total_timesteps={args.steps}"], run_dir)
             if repeat == 0:
                 print(f"ours did {periodic_work(run_dir, args.steps)}")
         ours = metrics["learn_steps_per_second"]
