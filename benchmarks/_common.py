@@ -1,8 +1,9 @@
 """What the training benchmarks share: running ``train.py`` (or this repo's Python) as a subprocess,
-reading a run's ``metrics.json``, and reporting bad input in one line."""
+reading a run's ``metrics.json``, timing ``train.py`` runs, and reporting bad input in one line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,8 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
-# For runs timed by metrics.json's learn_steps_per_second: offline wandb, as in a run without login,
-# and no work after learn() (which the rate does not see) beyond a 1-goal final evaluation.
+# Timed runs: offline wandb, as in a run without login, and no work after learn() (which the rate
+# does not see) beyond a 1-goal final evaluation.
 RATE_ONLY_OVERRIDES = ["wandb.mode=offline", "eval.final_goals=1", "wandb.video_episodes=0"]
 
 
@@ -47,6 +48,24 @@ def train(overrides: Sequence[str], run_dir: Path, stdout: IO[str] | int = subpr
     """``python train.py <overrides>`` writing into ``run_dir``, without a progress bar; its metrics.json."""
     run_python(["train.py", *overrides, f"hydra.run.dir='{run_dir.resolve()}'", "progress_bar=false"], stdout)
     return read_metrics(run_dir)
+
+
+def timed_train(overrides: Sequence[str], steps: int, run_dir: Path) -> float:
+    """Env steps/s of ``model.learn()`` (metrics.json's ``learn_steps_per_second``) in
+    ``python train.py <overrides> total_timesteps=<steps>``, writing into ``run_dir``."""
+    return train([*RATE_ONLY_OVERRIDES, *overrides, f"total_timesteps={steps}"], run_dir)["learn_steps_per_second"]
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--steps`` and ``--repeats`` of a benchmark that times ``train.py`` runs, best of interleaved repetitions."""
+    parser.add_argument("--steps", type=int, default=10_000, help="env steps per training run (default 10000)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best is kept")
+
+
+def timing_header(steps: int, repeats: int, overrides: Sequence[str]) -> str:
+    """The first line a timing benchmark prints."""
+    label = " ".join(overrides) or "(defaults)"
+    return f"{steps} env steps x {repeats} interleaved repetitions (best kept); overrides: {label}\n"
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -17,13 +17,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _common import RATE_ONLY_OVERRIDES, reject_overrides, run_cli, train
+from _common import add_timing_arguments, reject_overrides, run_cli, timed_train, timing_header
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10_000, help="env steps per training run (default 10000)")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best is kept")
+    add_timing_arguments(parser)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. env=humanoid")
     args = parser.parse_intermixed_args()
@@ -31,14 +30,12 @@ def main() -> None:
         parser.error("--steps, --repeats and --threads must be > 0")
     reject_overrides(args.overrides, {"total_timesteps", "hydra.run.dir", "torch_threads"}, "the benchmark sets them.")
 
-    label = " ".join(args.overrides) or "(defaults)"
-    print(f"{args.steps} env steps x {args.repeats} interleaved repetitions (best kept); overrides: {label}\n")
+    print(timing_header(args.steps, args.repeats, args.overrides))
     best = dict.fromkeys(args.threads, 0.0)
     for repeat in range(args.repeats):
         for threads in args.threads:
             with tempfile.TemporaryDirectory(prefix="torch_threads_") as tmp:
-                overrides = [*RATE_ONLY_OVERRIDES, *args.overrides, f"torch_threads={threads}"]
-                rate = train([*overrides, f"total_timesteps={args.steps}"], Path(tmp) / "run")["learn_steps_per_second"]
+                rate = timed_train([*args.overrides, f"torch_threads={threads}"], args.steps, Path(tmp) / "run")
             best[threads] = max(best[threads], rate)
             print(
                 f"repetition {repeat + 1}/{args.repeats}, torch_threads={threads}: {rate:.1f} env steps/s", flush=True

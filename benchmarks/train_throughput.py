@@ -28,7 +28,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RATE_ONLY_OVERRIDES, REPO, BenchmarkError, reject_overrides, run_cli, run_python, train
+from _common import (
+    REPO,
+    BenchmarkError,
+    add_timing_arguments,
+    reject_overrides,
+    run_cli,
+    run_python,
+    timed_train,
+    timing_header,
+)
 from omegaconf import OmegaConf
 
 TARGET_RATIO = 0.9
@@ -78,8 +87,7 @@ def periodic_work(run_dir: Path, steps: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10_000, help="env steps per training run (default 10000)")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best is kept")
+    add_timing_arguments(parser)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both, e.g. env=humanoid")
     args = parser.parse_intermixed_args()
@@ -90,16 +98,14 @@ def main() -> None:
         parser.error("--steps and --repeats must be > 0")
     reject_overrides(args.overrides, {"total_timesteps", "hydra.run.dir"}, "the benchmark sets them (use --steps).")
 
-    label = " ".join(args.overrides) or "(defaults)"
-    print(f"{args.steps} env steps x {args.repeats} interleaved repetitions (best kept); overrides: {label}\n")
+    print(timing_header(args.steps, args.repeats, args.overrides))
     best_ours = best_bare = 0.0
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="train_throughput_") as tmp:
             run_dir = Path(tmp) / "run"
-            metrics = train([*RATE_ONLY_OVERRIDES, *args.overrides, f"total_timesteps={args.steps}"], run_dir)
+            ours = timed_train(args.overrides, args.steps, run_dir)
             if repeat == 0:
                 print(f"ours did {periodic_work(run_dir, args.steps)}")
-        ours = metrics["learn_steps_per_second"]
         bare = measure_bare(args.steps, args.overrides)
         best_ours, best_bare = max(best_ours, ours), max(best_bare, bare)
         print(f"repetition {repeat + 1}/{args.repeats}: ours {ours:.1f}, bare {bare:.1f} env steps/s", flush=True)
