@@ -41,7 +41,14 @@ from pipeline.evaluation import (
     record_episodes,
     summarise,
 )
-from pipeline.factory import ALGORITHMS, make_env, make_model, make_training_env, sb3_algo_kwargs
+from pipeline.factory import (
+    ALGORITHMS,
+    make_env,
+    make_model,
+    make_training_env,
+    sb3_algo_kwargs,
+    torch_thread_count,
+)
 from pipeline.tracking import (
     ContinuedCSVOutputFormat,
     LineOutputFormat,
@@ -289,7 +296,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         if latest is None:
             raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; start a new run instead.")
     validate_config(cfg)
-    torch.set_num_threads(cfg.torch_threads)
+    # A joblib sweep runs n_jobs of these processes side by side; other launchers run one per machine.
+    parallel_jobs = HydraConfig.get().launcher.get("n_jobs", 1) if multirun else 1
+    torch.set_num_threads(torch_thread_count(cfg.torch_threads, parallel_jobs))
     state = checkpoints.read_state(latest) if latest else {}
 
     # 2. Envs and model (fresh, or the latest checkpoint with its replay buffer and statistics).
@@ -365,6 +374,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         "num_timesteps": model.num_timesteps,
         "learn_seconds": seconds,
         "learn_steps_per_second": (model.num_timesteps - start_steps) / (seconds - learn_seconds_before),
+        "torch_threads": torch.get_num_threads(),
     }
     checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episode_rows(results)})
     print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)

@@ -51,10 +51,10 @@ def bare_rate(steps: int, overrides: list[str]) -> float:
     import torch
 
     from pipeline.config import compose_train_config
-    from pipeline.factory import make_model, make_training_env
+    from pipeline.factory import make_model, make_training_env, torch_thread_count
 
     cfg = compose_train_config(overrides)
-    torch.set_num_threads(cfg.torch_threads)
+    torch.set_num_threads(torch_thread_count(cfg.torch_threads))
     model = make_model(
         cfg, make_training_env(cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations, cfg.normalize_goals)
     )

@@ -190,7 +190,8 @@ class TrainConfig:
     seed: int = 0
     total_timesteps: int = 50_000  # env steps, summed over the n_envs envs
     n_envs: int = 1
-    torch_threads: int = 1  # one thread per process, so side-by-side sweep jobs do not fight
+    # None: the cores this process may use, divided among a joblib sweep's parallel jobs (torch_thread_count)
+    torch_threads: Optional[int] = None  # noqa: UP045
     device: str = "cpu"
     normalize_observations: bool = False  # VecNormalize on observations (stats saved with the models)
     # With normalize_observations: HER's achieved and desired goals too (false: they stay in metres, so
@@ -235,7 +236,7 @@ def validate_config(cfg: Any) -> None:
     positive = {
         "total_timesteps": cfg.total_timesteps,
         "n_envs": cfg.n_envs,
-        "torch_threads": cfg.torch_threads,
+        "torch_threads": 1 if cfg.torch_threads is None else cfg.torch_threads,
         "log_interval": cfg.log_interval,
         "eval.periodic_goals": cfg.eval.periodic_goals,
         "eval.final_goals": cfg.eval.final_goals,

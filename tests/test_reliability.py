@@ -385,10 +385,15 @@ def test_same_config_and_seed_give_identical_metrics(tiny_run: Path, joblib_swee
 
 
 def without_wall_time(metrics: dict[str, Any]) -> str:
-    """metrics.json as canonical text (NaN == NaN) minus wall-clock timings (``*_us``, ``*_us_mean``, ``learn_*``)."""
+    """metrics.json as canonical text (NaN == NaN) minus how it ran: wall-clock timings (``*_us``,
+    ``*_us_mean``, ``learn_*``) and ``torch_threads`` (a run alone uses both cores, a sweep job one)."""
 
     def keep(row: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in row.items() if not k.endswith(("_us", "_us_mean")) and not k.startswith("learn_")}
+        return {
+            k: v
+            for k, v in row.items()
+            if not k.endswith(("_us", "_us_mean")) and not k.startswith("learn_") and k != "torch_threads"
+        }
 
     return json.dumps({**keep(metrics), "episodes": [keep(e) for e in metrics["episodes"]]}, sort_keys=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 from stable_baselines3 import DDPG
 
 from pipeline import checkpoints
-from pipeline.factory import make_env
+from pipeline.factory import make_env, torch_thread_count
 from tests.conftest import (
     TINY,
     check_ok,
@@ -49,9 +50,19 @@ def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
     assert 0.0 <= metrics["success_rate"] <= 1.0
     assert metrics["num_timesteps"] == STEPS and metrics["n_episodes"] == 3 and len(metrics["episodes"]) == 3
     assert all(episode["steps"] == 25 for episode in metrics["episodes"])  # env.max_episode_steps=25
+    assert metrics["torch_threads"] == len(os.sched_getaffinity(0))  # torch_threads=null, a run alone: all cores
     run_id = read_json(tiny_run / "run.json")["wandb_run_id"]
     assert [p.name.rsplit("-", 1)[1] for p in offline_run_dirs(tiny_run)] == [run_id]
     assert not list((tiny_run / "checkpoints").glob(".tmp-*")) and not list(tiny_run.glob(".tmp-*"))
+
+
+def test_torch_thread_count_shares_the_cores() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert torch_thread_count(3) == 3  # an explicit torch_threads wins
+    assert torch_thread_count(None) == cores
+    assert torch_thread_count(None, 2) == max(1, cores // 2)
+    assert torch_thread_count(None, -1) == 1  # joblib's n_jobs=-1: one job per core
+    assert torch_thread_count(None, 4 * cores) == 1
 
 
 def test_saved_models_reload_and_act(tiny_run: Path) -> None:
@@ -142,7 +153,9 @@ def test_joblib_multirun_finishes(joblib_sweep: tuple[Path, subprocess.Completed
     groups = set()
     for job, name in zip(jobs, "ab", strict=True):
         assert f"wandb.name={name}" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
-        assert read_json(job / "metrics.json")["num_timesteps"] == STEPS
+        metrics = read_json(job / "metrics.json")
+        assert metrics["num_timesteps"] == STEPS
+        assert metrics["torch_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)  # n_jobs=2 share the cores
         assert (job / "final_model.zip").exists() and len(step_dirs(job)) == 2
         (offline,) = offline_run_dirs(job)
         groups.add(read_json(job / "run.json")["wandb_group"])
