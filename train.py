@@ -296,7 +296,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         if latest is None:
             raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; start a new run instead.")
     validate_config(cfg)
-    # A joblib sweep runs n_jobs of these processes side by side; other launchers run one per machine.
+    # A joblib sweep runs n_jobs of these processes side by side; the basic launcher runs one at a time,
+    # and SLURM gives each job its own cores (the affinity mask torch_thread_count reads).
     parallel_jobs = HydraConfig.get().launcher.get("n_jobs", 1) if multirun else 1
     torch.set_num_threads(torch_thread_count(cfg.torch_threads, parallel_jobs))
     state = checkpoints.read_state(latest) if latest else {}
