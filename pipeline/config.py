@@ -236,7 +236,7 @@ def validate_config(cfg: Any) -> None:
     positive = {
         "total_timesteps": cfg.total_timesteps,
         "n_envs": cfg.n_envs,
-        "torch_threads": 1 if cfg.torch_threads is None else cfg.torch_threads,
+        "torch_threads": cfg.torch_threads,
         "log_interval": cfg.log_interval,
         "eval.periodic_goals": cfg.eval.periodic_goals,
         "eval.final_goals": cfg.eval.final_goals,
@@ -247,7 +247,7 @@ def validate_config(cfg: Any) -> None:
         "algo.train_freq": cfg.algo.train_freq,
     }
     for key, value in positive.items():
-        if not value > 0:
+        if value is not None and not value > 0:  # null: chosen at run time (torch_threads); the schema types the rest
             raise ValueError(f"{key} must be > 0, got {value}; set it on the command line, e.g. {key}=<positive>.")
     if not cfg.wandb.init_timeout > 0:
         raise ValueError(f"wandb.init_timeout must be > 0 seconds, got {cfg.wandb.init_timeout}.")
