@@ -98,7 +98,7 @@ class OffPolicyConfig:
     learning_rate: float = 1e-3  # Adam's step size, at the start of the run
     # None: a constant learning_rate. Else it falls linearly to this value, from the fraction
     # learning_rate_decay_start of total_timesteps to the run's end (README "Results": on the humanoid
-    # DDPG, no gain over a constant rate).
+    # DDPG, a decay over the last 10 % steadies the final model; an earlier one slows learning).
     learning_rate_final: Optional[float] = None  # noqa: UP045
     learning_rate_decay_start: float = 0.0
     gamma: float = 0.95
