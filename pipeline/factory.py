@@ -33,6 +33,7 @@ PIPELINE_ALGO_KEYS = {
     "saturation_cost",
     "learning_rate_final",
     "learning_rate_decay_start",
+    "fused_optimizer",
 }
 
 
@@ -163,6 +164,8 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
     if algo_cfg.get("saturation_cost", 0.0) > 0:
         policy = SaturationPenalisedMultiInputPolicy if goal_conditioned else SaturationPenalisedMlpPolicy
         policy_kwargs["saturation_cost"] = algo_cfg.saturation_cost
+    if algo_cfg.fused_optimizer:  # only then: Adam(fused=False) would also turn off torch's default foreach kernel
+        policy_kwargs["optimizer_kwargs"] = {"fused": True}
     return ALGORITHMS[algo_cfg.name](
         policy,
         env,

@@ -1,5 +1,5 @@
-"""DDPG's policy options: the saturation-penalised actor (pipeline/policies.py), twin critics, and the
-learning-rate decay."""
+"""DDPG's policy options: the saturation-penalised actor (pipeline/policies.py), twin critics, the
+learning-rate decay and the fused optimizer."""
 
 from __future__ import annotations
 
@@ -98,3 +98,24 @@ def test_learning_rate_decays_linearly_after_its_start_and_survives_save_load(tm
     model.save(tmp_path / "model.zip")
     loaded = DDPG.load(tmp_path / "model.zip", env=model.get_env())
     assert np.allclose([loaded.lr_schedule(p) for p in progress_remaining], expected)
+
+
+def test_fused_optimizer_takes_the_same_adam_steps_and_survives_save_load(tmp_path: Path) -> None:
+    models = {}
+    for fused in (False, True):
+        cfg = compose_train_config(["algo.net_arch=[32,32]", f"algo.fused_optimizer={fused}"])
+        models[fused] = make_model(cfg, make_training_env(cfg.env, n_envs=1, seed=0))
+    plain, fused = models[False], models[True]
+    assert fused.actor.optimizer.defaults["fused"] and fused.critic.optimizer.defaults["fused"]
+    assert not plain.actor.optimizer.defaults["fused"]  # torch's default (foreach) kernel, as before the option
+    obs = observations(plain)
+    for model in (plain, fused):  # the same seed: the same initial weights, so the same loss and gradients
+        for _ in range(3):
+            model.actor.optimizer.zero_grad()
+            model.actor(obs).square().sum().backward()
+            model.actor.optimizer.step()
+    for a, b in zip(plain.actor.parameters(), fused.actor.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    fused.save(tmp_path / "model.zip")
+    loaded = DDPG.load(tmp_path / "model.zip", env=fused.get_env())
+    assert loaded.actor.optimizer.defaults["fused"]
