@@ -109,6 +109,7 @@ def test_fused_optimizer_takes_the_same_adam_steps_and_survives_save_load(tmp_pa
     assert fused.actor.optimizer.defaults["fused"] and fused.critic.optimizer.defaults["fused"]
     assert not plain.actor.optimizer.defaults["fused"]  # torch's default (foreach) kernel, as before the option
     obs = observations(plain)
+    initial = [w.detach().clone() for w in plain.actor.parameters()]
     for model in (plain, fused):  # the same seed: the same initial weights, so the same loss and gradients
         for _ in range(3):
             model.actor.optimizer.zero_grad()
@@ -116,6 +117,7 @@ def test_fused_optimizer_takes_the_same_adam_steps_and_survives_save_load(tmp_pa
             model.actor.optimizer.step()
     for a, b in zip(plain.actor.parameters(), fused.actor.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+    assert not all(torch.equal(a, w) for a, w in zip(plain.actor.parameters(), initial, strict=True))
     fused.save(tmp_path / "model.zip")
     loaded = DDPG.load(tmp_path / "model.zip", env=fused.get_env())
     assert loaded.actor.optimizer.defaults["fused"]
