@@ -14,9 +14,14 @@ from pipeline.factory import make_model, make_training_env
 from pipeline.policies import SaturationPenalisedActor, pre_tanh_actions
 
 
-def planar_model(saturation_cost: float, n_critics: int = 1) -> DDPG:
+def planar_model(saturation_cost: float, n_critics: int = 1, fused_optimizer: bool = False) -> DDPG:
     cfg = compose_train_config(
-        ["algo.net_arch=[32,32]", f"algo.saturation_cost={saturation_cost}", f"algo.n_critics={n_critics}"]
+        [
+            "algo.net_arch=[32,32]",
+            f"algo.saturation_cost={saturation_cost}",
+            f"algo.n_critics={n_critics}",
+            f"algo.fused_optimizer={fused_optimizer}",
+        ]
     )
     return make_model(cfg, make_training_env(cfg.env, n_envs=1, seed=0))
 
@@ -101,11 +106,7 @@ def test_learning_rate_decays_linearly_after_its_start_and_survives_save_load(tm
 
 
 def test_fused_optimizer_takes_the_same_adam_steps_and_survives_save_load(tmp_path: Path) -> None:
-    models = {}
-    for fused in (False, True):
-        cfg = compose_train_config(["algo.net_arch=[32,32]", f"algo.fused_optimizer={fused}"])
-        models[fused] = make_model(cfg, make_training_env(cfg.env, n_envs=1, seed=0))
-    plain, fused = models[False], models[True]
+    plain, fused = (planar_model(saturation_cost=0.0, fused_optimizer=f) for f in (False, True))
     assert fused.actor.optimizer.defaults["fused"] and fused.critic.optimizer.defaults["fused"]
     assert not plain.actor.optimizer.defaults["fused"]  # torch's default (foreach) kernel, as before the option
     obs = observations(plain)
