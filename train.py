@@ -32,6 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from pipeline import checkpoints
+from pipeline.averaging import ActorAverage
 from pipeline.config import ALGO_SCHEMAS, TrainConfig, register_configs, validate_config
 from pipeline.evaluation import (
     PERIODIC_SEED_OFFSET,
@@ -142,6 +143,22 @@ class GoalCurriculum(BaseCallback):
         self.logger.record("curriculum/goal_range", self.goal_range)
 
 
+class ActorAveraging(BaseCallback):
+    """Adds the actor's weights to ``average`` after every update from its ``start_step`` on."""
+
+    def __init__(self, average: ActorAverage) -> None:
+        super().__init__()
+        self.average = average
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # SB3 trains after each rollout, so here the actor holds the previous update's weights.
+        if self.num_timesteps >= self.average.start_step:
+            self.average.update(self.model.policy.actor, self.num_timesteps)
+
+
 class Checkpointing(BaseCallback):
     """Every ``freq`` env steps: a crash-safe checkpoint with replay buffer and resume state."""
 
@@ -152,10 +169,11 @@ class Checkpointing(BaseCallback):
         wandb_run_id: str | None,
         evaluation: HeldOutEvaluation,
         curriculum: GoalCurriculum | None,
+        actor_average: ActorAverage | None,
     ) -> None:
         super().__init__()
         self.cfg, self.run_dir, self.wandb_run_id, self.evaluation = cfg.checkpoint, run_dir, wandb_run_id, evaluation
-        self.curriculum = curriculum
+        self.curriculum, self.actor_average = curriculum, actor_average
         self.next_save = 0
 
     def _on_training_start(self) -> None:
@@ -171,7 +189,7 @@ class Checkpointing(BaseCallback):
         if self.curriculum:
             state["goal_range"] = self.curriculum.goal_range
         return checkpoints.save_checkpoint(
-            self.run_dir / "checkpoints", self.model, state, self.cfg.replay_buffer, self.cfg.keep
+            self.run_dir / "checkpoints", self.model, state, self.cfg.replay_buffer, self.cfg.keep, self.actor_average
         )
 
     def _on_step(self) -> bool:
@@ -196,6 +214,7 @@ RESUMABLE_ALGO_KEYS = (
     "learning_starts",
     "gamma",
     "tau",
+    "actor_average_start",
 )
 
 
@@ -347,8 +366,13 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     learn_seconds_before = state.get("learn_seconds", 0.0)  # the resumed checkpoint's clock
     evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_score"), learn_seconds_before)
     curriculum = GoalCurriculum(cfg, state.get("goal_range")) if cfg.curriculum.enabled else None
-    checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum)
-    callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else []) + [checkpointing]
+    average = None
+    if cfg.algo.actor_average_start is not None:
+        average_start = int(cfg.algo.actor_average_start * cfg.total_timesteps)
+        average = ActorAverage.load(latest / checkpoints.AVERAGE_FILE if latest else None, average_start)
+    checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum, average)
+    callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else [])
+    callbacks += ([ActorAveraging(average)] if average else []) + [checkpointing]  # averaged before it is saved
     start_steps = model.num_timesteps
     model.learn(
         total_timesteps=max(cfg.total_timesteps - model.num_timesteps, 0),
@@ -358,7 +382,10 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         progress_bar=interactive,
     )
     seconds = learn_seconds(model, learn_seconds_before)  # rollouts, updates, callbacks
-    checkpointing.save()
+    checkpointing.save()  # the last actor, to resume from
+    if average and average.count:
+        average.apply(model.policy.actor)
+        print(f"final model: the mean of {average.count} actors from step {average.first_step} on", flush=True)
     checkpoints.save_model(model, run_dir / "final_model.zip")
     if not (run_dir / "best_model.zip").exists():
         checkpoints.save_model(model, run_dir / "best_model.zip")
@@ -376,6 +403,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         "learn_seconds": seconds,
         "learn_steps_per_second": (model.num_timesteps - start_steps) / (seconds - learn_seconds_before),
         "torch_threads": torch.get_num_threads(),
+        "averaged_actors": average.count if average else 0,
     }
     checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episode_rows(results)})
     print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)

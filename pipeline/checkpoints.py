@@ -18,9 +18,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from pipeline.averaging import ActorAverage
+
 MODEL_FILE = "model.zip"
 REPLAY_FILE = "replay_buffer.pkl"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
+AVERAGE_FILE = "actor_average.pt"  # pipeline.averaging.ActorAverage, when the run averages its actor
 STATE_FILE = "state.json"  # written last: its presence marks a complete checkpoint
 
 
@@ -88,8 +91,10 @@ def save_checkpoint(
     state: dict[str, Any],
     replay_buffer: bool = True,
     keep: int = 2,
+    actor_average: ActorAverage | None = None,
 ) -> Path:
-    """Write ``directory/step_<N>/`` (model, replay buffer, normalisation stats, state.json) atomically.
+    """Write ``directory/step_<N>/`` (model, replay buffer, normalisation stats, actor average, state.json)
+    atomically.
 
     Keeps the ``keep`` newest complete checkpoints.
     """
@@ -105,6 +110,8 @@ def save_checkpoint(
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
         vec_normalize.save(str(tmp / VECNORMALIZE_FILE))
+    if actor_average is not None:
+        actor_average.save(tmp / AVERAGE_FILE)
     (tmp / STATE_FILE).write_text(json.dumps({**state, "num_timesteps": model.num_timesteps}, indent=2) + "\n")
     fsync_tree(tmp)
     if final.exists():  # same step saved again (e.g. a resume that did not advance)

@@ -105,6 +105,9 @@ class OffPolicyConfig:
     # 1.04 times the humanoid's env steps/s (README "Benchmarks"). Off by default so that earlier runs repeat
     # bit for bit: the fused kernel rounds differently.
     fused_optimizer: bool = False
+    # None: the final model is the last actor. Else the uniform mean of the actor's weights over the updates from
+    # this fraction of total_timesteps to the end (pipeline/averaging.py); training goes on with the last actor.
+    actor_average_start: Optional[float] = None  # noqa: UP045
     gamma: float = 0.95
     tau: float = 0.05
     batch_size: int = 256
@@ -265,6 +268,10 @@ def validate_config(cfg: Any) -> None:
     if not 0.0 <= cfg.algo.learning_rate_decay_start < 1.0:
         raise ValueError(
             f"algo.learning_rate_decay_start is a fraction of total_timesteps in [0, 1), got {cfg.algo.learning_rate_decay_start}."
+        )
+    if cfg.algo.actor_average_start is not None and not 0.0 <= cfg.algo.actor_average_start < 1.0:
+        raise ValueError(
+            f"algo.actor_average_start is a fraction of total_timesteps in [0, 1) (null: no averaging), got {cfg.algo.actor_average_start}."
         )
     if not 0.0 < cfg.algo.gamma <= 1.0 or not 0.0 < cfg.algo.tau <= 1.0:
         raise ValueError(f"algo.gamma and algo.tau must be in (0, 1], got {cfg.algo.gamma} and {cfg.algo.tau}.")

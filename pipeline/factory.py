@@ -34,6 +34,7 @@ PIPELINE_ALGO_KEYS = {
     "learning_rate_final",
     "learning_rate_decay_start",
     "fused_optimizer",
+    "actor_average_start",
 }
 
 
