@@ -1,5 +1,5 @@
 """DDPG's policy options: the saturation-penalised actor (pipeline/policies.py), twin critics, the
-learning-rate decay and the fused optimizer."""
+learning-rate decay, the fused optimizer and the actor average."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from stable_baselines3 import DDPG
 
+from pipeline.averaging import ActorAverage
 from pipeline.config import compose_train_config
 from pipeline.factory import make_model, make_training_env
 from pipeline.policies import SaturationPenalisedActor, pre_tanh_actions
@@ -122,3 +123,24 @@ def test_fused_optimizer_takes_the_same_adam_steps_and_survives_save_load(tmp_pa
     fused.save(tmp_path / "model.zip")
     loaded = DDPG.load(tmp_path / "model.zip", env=fused.get_env())
     assert loaded.actor.optimizer.defaults["fused"]
+
+
+def test_actor_average_is_the_mean_of_the_weights_and_reloads_for_its_own_start(tmp_path: Path) -> None:
+    actor = planar_model(saturation_cost=0.0).actor
+    average, snapshots = ActorAverage(start_step=10), []
+    for step in (10, 11, 12):
+        with torch.no_grad():
+            for weight in actor.parameters():
+                weight.add_(torch.randn_like(weight))  # stands in for an update
+        snapshots.append({k: v.clone() for k, v in actor.state_dict().items()})
+        average.update(actor, step)
+    expected = {k: sum(s[k] for s in snapshots) / 3 for k in snapshots[0]}
+    torch.testing.assert_close(average.mean, expected)
+    average.apply(actor)
+    torch.testing.assert_close(actor.state_dict(), expected)
+    average.save(tmp_path / "average.pt")
+    reloaded = ActorAverage.load(tmp_path / "average.pt", start_step=10)
+    assert (reloaded.first_step, reloaded.count) == (10, 3)
+    torch.testing.assert_close(reloaded.mean, expected)
+    # A resume with another start (a longer run) begins a new mean.
+    assert ActorAverage.load(tmp_path / "average.pt", start_step=20).count == 0

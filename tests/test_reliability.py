@@ -437,6 +437,12 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         ["algo.learning_rate_decay_start is a fraction of total_timesteps in [0, 1), got 1"],
         False,
     ),
+    "actor average past the end": (
+        ["algo.actor_average_start=1"],
+        None,
+        ["algo.actor_average_start is a fraction of total_timesteps in [0, 1)"],
+        False,
+    ),
     "missing URDF": (["env=urdf", "env.urdf=no_such_arm.urdf"], None, ["no_such_arm.urdf"], False),
     "malformed URDF": (["env=urdf", "env.urdf={case}/broken.urdf"], "urdf", ["malformed XML", "fix the file"], False),
     "unknown link": (["env.end_effector=hand"], None, ["unknown link 'hand'", "choose from"], False),

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 from stable_baselines3 import DDPG
+from stable_baselines3.common.save_util import load_from_zip_file
 
 from pipeline import checkpoints
 from pipeline.factory import make_env, torch_thread_count
@@ -116,7 +118,7 @@ def test_resume_continues_step_count_history_clock_and_wandb_run(tiny_run: Path,
     refused = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400", "algo.net_arch=[8,8]")
     assert refused.returncode == 2 and error_lines(refused.stderr) == [
         "error: algo.net_arch cannot change when a run resumes; drop it from the command or start a new run "
-        "(resumable: learning_rate, learning_rate_final, learning_rate_decay_start, batch_size, gradient_steps, train_freq, learning_starts, gamma, tau)."
+        "(resumable: learning_rate, learning_rate_final, learning_rate_decay_start, batch_size, gradient_steps, train_freq, learning_starts, gamma, tau, actor_average_start)."
     ]
     assert step_dirs(run_dir) == ["step_000000000100"]
     # A hyperparameter SB3 reads at each update may change, e.g. to fine-tune at a lower, decaying rate.
@@ -263,6 +265,44 @@ def test_goal_curriculum_widens_and_resumes(tmp_path: Path) -> None:
     # Resumed at 0.8, not restarted at 0.2: two more promotions reach 1.0 (from 0.2 they would reach 0.8).
     check_ok(run_train(tmp_path, f"resume={run_dir}", "total_timesteps=200"))
     assert checkpoints.read_state(run_dir / "checkpoints" / "step_000000000200")["goal_range"] == pytest.approx(1.0)
+
+
+def test_final_model_is_the_actor_average_and_a_resume_continues_it(tmp_path: Path) -> None:
+    """``algo.actor_average_start=0.5`` of 200 steps: the final model is the mean of the actors after the
+    updates at steps 100 to 200 (one env, one update per step); checkpoints keep the last actor."""
+    run_dir = tmp_path / "run"
+    averaging = ["algo.actor_average_start=0.5", "wandb.mode=disabled", "wandb.video_episodes=0"]
+    result = run_train(tmp_path, *TINY, *averaging, f"hydra.run.dir={run_dir}")
+    check_ok(result)
+    assert "final model: the mean of 101 actors from step 100 on" in result.stdout
+    assert read_json(run_dir / "metrics.json")["averaged_actors"] == 101
+
+    def actor_weights(model_zip: Path) -> dict[str, torch.Tensor]:
+        policy = load_from_zip_file(model_zip, device="cpu")[1]["policy"]
+        return {name.removeprefix("actor."): value for name, value in policy.items() if name.startswith("actor.")}
+
+    def saved_average(step: int) -> dict:
+        return torch.load(run_dir / "checkpoints" / f"step_{step:012d}" / checkpoints.AVERAGE_FILE)
+
+    # At step 100 the mean holds one actor: the checkpoint's own.
+    first = saved_average(100)
+    assert (first["first_step"], first["count"]) == (100, 1)
+    torch.testing.assert_close(
+        first["mean"], actor_weights(run_dir / "checkpoints" / "step_000000000100" / "model.zip")
+    )
+    # The final model is the mean; the last checkpoint keeps the last actor, which differs from it.
+    final, last = (
+        actor_weights(run_dir / "final_model.zip"),
+        actor_weights(run_dir / "checkpoints" / "step_000000000200" / "model.zip"),
+    )
+    torch.testing.assert_close(final, saved_average(200)["mean"])
+    assert not torch.allclose(final["mu.0.weight"], last["mu.0.weight"])
+    # Stopped after the checkpoint at 100: the resume continues that mean (from scratch it would start at 101).
+    shutil.rmtree(run_dir / "checkpoints" / "step_000000000200")
+    check_ok(run_train(tmp_path, f"resume={run_dir}"))
+    resumed = saved_average(200)
+    assert (resumed["first_step"], resumed["count"]) == (100, 101)
+    torch.testing.assert_close(actor_weights(run_dir / "final_model.zip"), resumed["mean"])
 
 
 def read_csv_column(path: Path, column: str) -> list[str]:
