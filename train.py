@@ -346,6 +346,11 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         print(f"resumed from {latest} at step {model.num_timesteps}{changes}", flush=True)
     else:
         model = make_model(cfg, env)
+    # The actor mean so far (a resume continues it), read before tracking starts: a corrupt one touches nothing.
+    average = None
+    if cfg.algo.actor_average_start is not None:
+        average_start = int(cfg.algo.actor_average_start * cfg.total_timesteps)
+        average = ActorAverage.load(latest / checkpoints.AVERAGE_FILE if latest else None, average_start)
 
     # 3. Tracking: wandb (offline unless logged in), CSV, and line logs when not on a terminal.
     group = f"sweep-{Path(HydraConfig.get().sweep.dir).name}" if multirun else None
@@ -366,10 +371,6 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     learn_seconds_before = state.get("learn_seconds", 0.0)  # the resumed checkpoint's clock
     evaluation = HeldOutEvaluation(cfg, run_dir, state.get("best_score"), learn_seconds_before)
     curriculum = GoalCurriculum(cfg, state.get("goal_range")) if cfg.curriculum.enabled else None
-    average = None
-    if cfg.algo.actor_average_start is not None:
-        average_start = int(cfg.algo.actor_average_start * cfg.total_timesteps)
-        average = ActorAverage.load(latest / checkpoints.AVERAGE_FILE if latest else None, average_start)
     checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum, average)
     callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else [])
     callbacks += ([ActorAveraging(average)] if average else []) + [checkpointing]  # averaged before it is saved

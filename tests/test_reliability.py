@@ -417,6 +417,8 @@ def prepare_resume(tiny_run: Path, case_dir: Path, damage: str) -> Path:
     elif damage == "corrupt replay buffer":
         replay = found[-1] / checkpoints.REPLAY_FILE
         replay.write_bytes(replay.read_bytes()[:5000])
+    elif damage == "corrupt actor average":
+        (found[-1] / checkpoints.AVERAGE_FILE).write_bytes(b"not a torch file")
     return run_dir
 
 
@@ -466,6 +468,12 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         ["resume={case}/old_run"],
         "corrupt replay buffer",
         ["corrupt replay buffer in", "delete that directory"],
+        False,
+    ),
+    "resume of a corrupt actor average": (
+        ["resume={case}/old_run", "algo.actor_average_start=0.5"],
+        "corrupt actor average",
+        ["corrupt actor average", "actor_average.pt", "delete that checkpoint directory"],
         False,
     ),
 }
