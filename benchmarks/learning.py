@@ -4,8 +4,8 @@ Trains ``python train.py <overrides> seed=S`` for each of ``--seeds`` (one after
 ``--jobs 2`` side by side with one torch thread each), or, with ``--from-runs``, only analyses run
 directories trained elsewhere (finished or still running). For each run, from the periodic held-out
 evaluations in progress.csv: the first env steps, and wall seconds in ``learn()`` (resumes included), at which
-``eval/success_rate`` reached each threshold; from metrics.json: the final success rate, fall rate
-and median final distance. Prints one row per run and a mean row, writes the rows as CSV and plots
+``eval/success_rate`` reached each threshold; from metrics.json: the final success rate, fall rate,
+median and 95th-percentile final distance, and the seconds in ``learn()``. Prints one row per run and a mean row, writes the rows as CSV and plots
 the learning curves (mean over seeds with the min-max band, up to the shortest run's last evaluation).
 
     python benchmarks/learning.py                                         # planar arm, seeds 0,1,2
@@ -33,7 +33,8 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 THRESHOLDS = (0.5, 0.9, 0.95)
-FINAL_KEYS = ("success_rate", "fall_rate", "final_distance_median")  # metrics.json, in the table and CSV
+# metrics.json, in the table and CSV
+FINAL_KEYS = ("success_rate", "fall_rate", "final_distance_median", "final_distance_p95", "learn_seconds")
 # Run attribute -> progress.csv column, in the rows the periodic evaluation writes.
 EVAL_COLUMNS = {
     "steps": "eval/env_steps",
@@ -124,7 +125,7 @@ def csv_row(run: Run) -> dict[str, Any]:
         row[f"steps_to_{threshold:g}"] = reached[0] if reached else ""
         row[f"seconds_to_{threshold:g}"] = f"{reached[1]:.1f}" if reached else ""
     final = run.final or {}
-    return row | {key: final.get(key, "") for key in (*FINAL_KEYS, "num_timesteps", "learn_seconds")}
+    return row | {key: final.get(key, "") for key in (*FINAL_KEYS, "num_timesteps")}
 
 
 def print_table(runs: list[Run]) -> None:
@@ -137,12 +138,13 @@ def print_table(runs: list[Run]) -> None:
     def finals(values: list[dict[str, Any]]) -> str:
         if not values:
             return ""
-        success, falls, distance = (np.mean([v[key] for v in values]) for key in FINAL_KEYS)
-        return f" {success:>8.1%} {falls:>7.1%} {f'{1000 * distance:.1f} mm':>11}"
+        success, falls, median, p95, seconds = (np.mean([v[key] for v in values]) for key in FINAL_KEYS)
+        errors = f"{1000 * median:.1f} / {1000 * p95:.1f} mm"
+        return f" {success:>8.1%} {falls:>7.1%} {errors:>17} {seconds:>9.0f}"
 
     header = f"{'run':<{name_width}} {'seed':>4}"
     header += "".join(reach(f"{threshold:.0%} at steps", "s") for threshold in THRESHOLDS)
-    header += f" {'success':>8} {'falls':>7} {'median dist':>11}"
+    header += f" {'success':>8} {'falls':>7} {'median / p95 err':>17} {'learn() s':>9}"
     print(header)
     print("-" * len(header))
     for run in runs:

@@ -24,7 +24,8 @@ class UrdfReachEnv(gym.Env):
 
     Observation (``goal_conditioned=False``), float32 vector, in this order:
     cos and sin of revolute joint angles (prismatic: position, m), joint velocities
-    (rad/s or m/s), end-effector positions (3k, m), goals (3k, m), goals minus end effectors (3k, m).
+    (rad/s or m/s), with ``observe_joint_positions`` the limited revolute angles scaled to [-1, 1]
+    between their limits, end-effector positions (3k, m), goals (3k, m), goals minus end effectors (3k, m).
     With ``goal_conditioned=True``: a Dict with ``observation`` (joint terms and end-effector
     positions), ``achieved_goal`` (3k) and ``desired_goal`` (3k), as SB3's HER expects.
 
@@ -49,6 +50,9 @@ class UrdfReachEnv(gym.Env):
     :param base_position: metres.
     :param gravity_compensation: add gravity-cancelling torques (inverse dynamics) under the action.
     :param max_joint_speed: joint speed beyond which the simulation counts as unstable, rad/s or m/s.
+    :param observe_joint_positions: also observe each limited revolute joint's angle scaled to [-1, 1] between
+        its limits. cos and sin alone make a joint's two stops neighbours when its range spans about 2 pi (the
+        planar arm's shoulder), though the way to a goal behind the arm differs entirely at each.
     :param render_mode: ``"rgb_array"`` (headless TinyRenderer) or ``"human"`` (PyBullet GUI).
     :param camera_distance: render camera distance from the base, metres.
     """
@@ -74,6 +78,7 @@ class UrdfReachEnv(gym.Env):
         base_position: Sequence[float] = (0.0, 0.0, 0.0),
         gravity_compensation: bool = False,
         max_joint_speed: float = 50.0,
+        observe_joint_positions: bool = False,
         render_mode: str | None = None,
         camera_distance: float = 1.6,
     ) -> None:
@@ -94,6 +99,7 @@ class UrdfReachEnv(gym.Env):
         self.goal_conditioned = goal_conditioned
         self.gravity_compensation = gravity_compensation
         self.max_joint_speed = max_joint_speed
+        self.observe_joint_positions = observe_joint_positions
         self.camera_distance = camera_distance
 
         self.session = PyBulletSession(timestep=timestep, gui=render_mode == "human")
@@ -151,11 +157,17 @@ class UrdfReachEnv(gym.Env):
         """Load what the robot stands in; nothing for a fixed-base arm."""
 
     def _robot_observation(self) -> np.ndarray:
-        """Joint terms: cos/sin of revolute angles (position for prismatic), then velocities."""
+        """Joint terms: cos/sin of revolute angles (position for prismatic), velocities, then (with
+        ``observe_joint_positions``) the limited revolute angles scaled to [-1, 1]."""
         q, qdot = self.robot.joint_state()
         self._joint_velocities = qdot  # kept for step's speed check: one joint-state read per step
         rev = self.robot.revolute
-        return np.concatenate([np.cos(q[rev]), np.sin(q[rev]), q[~rev], qdot])
+        terms = [np.cos(q[rev]), np.sin(q[rev]), q[~rev], qdot]
+        if self.observe_joint_positions:
+            limited = self.robot.limited_revolute
+            lower, upper = self.robot.joint_limits[:, limited]
+            terms.append(2.0 * (q[limited] - lower) / (upper - lower) - 1.0)
+        return np.concatenate(terms)
 
     def _reset_robot(self) -> None:
         """Put the robot in its start pose (state already restored to the loaded one)."""

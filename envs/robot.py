@@ -72,6 +72,7 @@ class Robot:
         # URDF convention: lower > upper means the joint has no limit (continuous).
         unlimited = lower > upper
         lower[unlimited], upper[unlimited] = -np.pi, np.pi
+        self.limited_revolute = self.revolute & ~unlimited  # angles whose two stops are distinct poses
         self.joint_limits = np.stack([lower, upper])  # (2, n_joints): rad or m
         self.torque_limits = np.array([joint_by_name[name][10] for name in joints], dtype=np.float64)  # N m or N
         if np.any(self.torque_limits <= 0):

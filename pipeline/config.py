@@ -90,9 +90,9 @@ class HerConfig:
 
 @dataclass
 class OffPolicyConfig:
-    """SB3 off-policy knobs shared by DDPG, TD3 and SAC."""
+    """SB3 off-policy knobs shared by DDPG, TD3, SAC, TQC and CrossQ."""
 
-    name: str = "ddpg"  # ddpg | td3 | sac
+    name: str = "ddpg"  # ddpg | td3 | sac | tqc | crossq
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
     n_critics: int = 2  # Q-networks; the TD target is their minimum (clipped double-Q)
     learning_rate: float = 1e-3  # Adam's step size, at the start of the run
@@ -108,6 +108,9 @@ class OffPolicyConfig:
     # None: the final model is the last actor. Else the uniform mean of the actor's weights over the updates from
     # this fraction of total_timesteps to the end (pipeline/averaging.py); training goes on with the last actor.
     actor_average_start: Optional[float] = None  # noqa: UP045
+    # Length scales (metres) at which the networks also see the goal error tanh(error / scale)
+    # (pipeline/policies.py GoalErrorExtractor); empty: SB3's plain concatenation of the Dict observation.
+    goal_error_scales: list[float] = field(default_factory=list)
     gamma: float = 0.95
     tau: float = 0.05
     batch_size: int = 256
@@ -213,7 +216,27 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
-ALGO_SCHEMAS = {"ddpg": DDPGConfig, "td3": TD3Config, "sac": SACConfig}
+@dataclass
+class TQCConfig(SACConfig):
+    """sb3-contrib TQC: SAC with distributional critics whose highest quantiles are dropped from the target."""
+
+    name: str = "tqc"
+    n_quantiles: int = 25  # per critic
+    top_quantiles_to_drop_per_net: int = 2
+
+
+@dataclass
+class CrossQConfig(SACConfig):
+    """sb3-contrib CrossQ: SAC with BatchRenorm critics and no target networks (so no ``tau``)."""
+
+    name: str = "crossq"
+    tau: Optional[float] = None  # noqa: UP045  (no target networks: must stay null)
+    policy_delay: int = 3  # critic updates per actor update
+    batch_norm_momentum: float = 0.01
+    renorm_warmup_steps: int = 100_000  # updates before BatchRenorm's corrections take full effect
+
+
+ALGO_SCHEMAS = {"ddpg": DDPGConfig, "td3": TD3Config, "sac": SACConfig, "tqc": TQCConfig, "crossq": CrossQConfig}
 
 
 def register_configs() -> None:
@@ -273,8 +296,21 @@ def validate_config(cfg: Any) -> None:
         raise ValueError(
             f"algo.actor_average_start is a fraction of total_timesteps in [0, 1) (null: no averaging), got {cfg.algo.actor_average_start}."
         )
-    if not 0.0 < cfg.algo.gamma <= 1.0 or not 0.0 < cfg.algo.tau <= 1.0:
+    if cfg.algo.name == "crossq" and cfg.algo.tau is not None:
+        raise ValueError(
+            "algo.tau has no meaning for CrossQ (it has no target networks); drop algo.tau from the command."
+        )
+    if not 0.0 < cfg.algo.gamma <= 1.0 or not (cfg.algo.tau is None or 0.0 < cfg.algo.tau <= 1.0):
         raise ValueError(f"algo.gamma and algo.tau must be in (0, 1], got {cfg.algo.gamma} and {cfg.algo.tau}.")
+    if cfg.algo.goal_error_scales and cfg.normalize_observations and cfg.normalize_goals:
+        raise ValueError(
+            "algo.goal_error_scales are metres, but normalize_goals=true hands the policy normalised goals; "
+            "set normalize_goals=false or algo.goal_error_scales=[]."
+        )
+    if any(not scale > 0 for scale in cfg.algo.goal_error_scales):
+        raise ValueError(
+            f"algo.goal_error_scales must be lengths > 0 (metres), got {list(cfg.algo.goal_error_scales)}."
+        )
     if cfg.algo.gradient_steps == 0 or cfg.algo.gradient_steps < -1:
         raise ValueError(f"algo.gradient_steps must be >= 1 or -1, got {cfg.algo.gradient_steps}.")
     if cfg.algo.her.goal_selection_strategy not in HER_STRATEGIES:

@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from sb3_contrib import TQC
 from stable_baselines3 import DDPG, SAC, TD3, HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
@@ -19,15 +20,23 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import envs  # noqa: F401  (registers the gymnasium ids)
-from pipeline.policies import SaturationPenalisedMlpPolicy, SaturationPenalisedMultiInputPolicy
+from pipeline.crossq import MultiInputCrossQ
+from pipeline.policies import GoalErrorExtractor, SaturationPenalisedMlpPolicy, SaturationPenalisedMultiInputPolicy
 
-ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
+ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {
+    "ddpg": DDPG,
+    "td3": TD3,
+    "sac": SAC,
+    "tqc": TQC,
+    "crossq": MultiInputCrossQ,
+}
+# Config keys that are keyword arguments of the policy, not of the algorithm.
+POLICY_KEYS = ("net_arch", "n_critics", "n_quantiles", "batch_norm_momentum", "renorm_warmup_steps")
 NOISE_TYPES = ("normal", "ornstein_uhlenbeck", "none")
 # Config keys that are not constructor arguments of the algorithm class.
 PIPELINE_ALGO_KEYS = {
+    *POLICY_KEYS,
     "name",
-    "net_arch",
-    "n_critics",
     "action_noise",
     "her",
     "saturation_cost",
@@ -35,6 +44,7 @@ PIPELINE_ALGO_KEYS = {
     "learning_rate_decay_start",
     "fused_optimizer",
     "actor_average_start",
+    "goal_error_scales",
 }
 
 
@@ -67,6 +77,8 @@ def sb3_algo_kwargs(algo_cfg: DictConfig, keys: Iterable[str] | None = None) -> 
     pipeline-only keys dropped, ``learning_rate`` a schedule when ``learning_rate_final`` is set."""
     config = OmegaConf.to_container(algo_cfg, resolve=True)
     kwargs = {k: v for k, v in config.items() if k not in PIPELINE_ALGO_KEYS and (keys is None or k in keys)}
+    if kwargs.get("tau", 0.0) is None:  # CrossQ: no target networks
+        del kwargs["tau"]
     if algo_cfg.learning_rate_final is not None:
         kwargs["learning_rate"] = DecayingLearningRate(
             algo_cfg.learning_rate, algo_cfg.learning_rate_final, algo_cfg.learning_rate_decay_start
@@ -161,10 +173,19 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
             "goal_selection_strategy": algo_cfg.her.goal_selection_strategy,
         }
     policy: str | type[BasePolicy] = "MultiInputPolicy" if goal_conditioned else "MlpPolicy"
-    policy_kwargs: dict[str, Any] = {"net_arch": list(algo_cfg.net_arch), "n_critics": algo_cfg.n_critics}
+    policy_kwargs: dict[str, Any] = {key: algo_cfg[key] for key in POLICY_KEYS if key in algo_cfg}
+    policy_kwargs["net_arch"] = list(algo_cfg.net_arch)
     if algo_cfg.get("saturation_cost", 0.0) > 0:
         policy = SaturationPenalisedMultiInputPolicy if goal_conditioned else SaturationPenalisedMlpPolicy
         policy_kwargs["saturation_cost"] = algo_cfg.saturation_cost
+    if algo_cfg.goal_error_scales:
+        if not goal_conditioned:
+            raise ValueError(
+                "algo.goal_error_scales needs a goal-conditioned env (Dict observations); set env.goal_conditioned=true "
+                "or algo.goal_error_scales=[]."
+            )
+        policy_kwargs["features_extractor_class"] = GoalErrorExtractor
+        policy_kwargs["features_extractor_kwargs"] = {"scales": list(algo_cfg.goal_error_scales)}
     if algo_cfg.fused_optimizer:  # only then: Adam(fused=False) would also turn off torch's default foreach kernel
         policy_kwargs["optimizer_kwargs"] = {"fused": True}
     return ALGORITHMS[algo_cfg.name](

@@ -12,9 +12,13 @@ ended farther from its goals (README "Results"), so the config's default is 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 from stable_baselines3.td3.policies import Actor, MultiInputPolicy, TD3Policy
 
 
@@ -84,3 +88,32 @@ class SaturationPenalisedMlpPolicy(_SaturationPenaltyMixin, TD3Policy):
 
 class SaturationPenalisedMultiInputPolicy(_SaturationPenaltyMixin, MultiInputPolicy):
     """``MultiInputPolicy`` (Dict observations, HER) with a ``SaturationPenalisedActor``."""
+
+
+class GoalErrorExtractor(BaseFeaturesExtractor):
+    """SB3's ``CombinedExtractor`` for HER's Dict observations, plus the goal error at several length scales.
+
+    A reaching policy must act on ``desired_goal - achieved_goal`` to the success threshold's precision
+    (1 cm on the planar arm), but it sees both points in metres, where 1 cm is about 1 % of the input's range:
+    an MLP needs large, slowly learned weights to tell 1 cm from 3 cm, and the learned arm stops a few cm
+    short. ``tanh(error / scale)`` for each of ``scales`` hands the network that difference already resolved
+    at each scale, bounded to [-1, 1]. It is computed from the (possibly relabelled) goals of each sample,
+    so it stays consistent under HER.
+
+    :param observation_space: Dict with ``observation``, ``achieved_goal`` and ``desired_goal``.
+    :param scales: length scales in the goals' units (metres when goals are not normalised), e.g. ``(0.1, 0.01)``.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, scales: Sequence[float]) -> None:
+        combined = CombinedExtractor(observation_space)
+        goal_dim = get_flattened_obs_dim(observation_space["desired_goal"])
+        super().__init__(observation_space, features_dim=combined.features_dim + goal_dim * len(scales))
+        self.combined = combined
+        self.scales = list(scales)
+        self.register_buffer("inverse_scales", torch.tensor([1.0 / s for s in self.scales]).repeat_interleave(goal_dim))
+        self.n_scales = len(self.scales)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        error = observations["desired_goal"] - observations["achieved_goal"]  # (batch, goal_dim)
+        scaled = torch.tanh(error.repeat(1, self.n_scales) * self.inverse_scales)
+        return torch.cat([self.combined(observations), scaled], dim=1)

@@ -126,6 +126,23 @@ def test_spaces_scaling_and_timing(make_env: Callable[..., gym.Env]) -> None:
     assert not hasattr(planar, "compute_reward")
 
 
+def test_joint_positions_observed_scaled_to_the_limits(make_env: Callable[..., gym.Env]) -> None:
+    """At the shoulder's two stops (+-pi) cos and sin agree; the scaled angle tells them apart."""
+    env = make_env(observe_joint_positions=True).unwrapped
+    assert env.observation_space.shape == (15 + 2,)
+    lower, upper = env.robot.joint_limits
+    seen = {}
+    for name, pose in (("lower", lower), ("upper", upper), ("middle", (lower + upper) / 2)):
+        env.robot.set_joint_positions(pose)
+        seen[name] = env._robot_observation()
+    np.testing.assert_allclose(seen["lower"][[0, 2]], seen["upper"][[0, 2]], atol=1e-4)  # shoulder cos, sin: one pose
+    np.testing.assert_allclose(seen["lower"][-2:], [-1.0, -1.0], atol=1e-6)
+    np.testing.assert_allclose(seen["upper"][-2:], [1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(seen["middle"][-2:], [0.0, 0.0], atol=1e-6)
+    kuka = make_env("UrdfReach-v0", **KUKA, observe_joint_positions=True).unwrapped
+    assert kuka.observation_space.shape == (7 * 4 + 9,)
+
+
 # --- physics -----------------------------------------------------------------------------------------
 
 
