@@ -41,7 +41,9 @@ class UrdfReachEnv(gym.Env):
     :param goal_conditioned: Dict observation and ``compute_reward`` for HER.
     :param reward_type: ``"dense"`` or ``"sparse"`` (see ``ReachTask``).
     :param torque_cost: weight on the mean squared action in the reward.
-    :param action_scale: fraction of each joint's URDF effort limit that a full action (+-1) commands.
+    :param action_scale: fraction of each joint's URDF effort limit that a full action (+-1) commands: one
+        for all joints, or one per joint (a URDF that gives every joint the same effort, as pybullet_data's
+        KUKA does, would otherwise spin the light wrist as hard as the shoulder).
     :param initial_joint_positions: start pose (rad or m); ``None`` means zeros clipped to the limits.
     :param initial_joint_noise: uniform noise added to the start pose at reset, rad or m.
     :param goal_range: goals come from joint configurations this fraction of the way from the start
@@ -70,7 +72,7 @@ class UrdfReachEnv(gym.Env):
         goal_conditioned: bool = False,
         reward_type: str = "dense",
         torque_cost: float = 0.0,
-        action_scale: float = 1.0,
+        action_scale: float | Sequence[float] = 1.0,
         initial_joint_positions: Sequence[float] | None = None,
         initial_joint_noise: float = 0.0,
         goal_range: float = 1.0,
@@ -86,7 +88,8 @@ class UrdfReachEnv(gym.Env):
             raise ValueError(
                 f"unknown render_mode '{render_mode}'; choose from {self.metadata['render_modes']} or None."
             )
-        if not 0.0 < action_scale <= 1.0:
+        scales = np.asarray(action_scale, dtype=np.float64)
+        if not (np.all(scales > 0.0) and np.all(scales <= 1.0)):
             raise ValueError(
                 f"action_scale must be in (0, 1] (a fraction of the URDF effort limits), got {action_scale}."
             )
@@ -113,7 +116,12 @@ class UrdfReachEnv(gym.Env):
             raise
 
         n = self.robot.n_joints
-        self.action_torques = action_scale * self.robot.torque_limits  # (n_joints,), N m per unit of action
+        if scales.ndim and scales.shape != (n,):
+            self.session.close()
+            raise ValueError(
+                f"action_scale has {scales.size} values for {n} joints {self.robot.joint_names}; give one, or one per joint."
+            )
+        self.action_torques = scales * self.robot.torque_limits  # (n_joints,), N m per unit of action
         lower, upper = self.robot.joint_limits
         initial = (
             np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)

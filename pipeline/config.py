@@ -27,6 +27,7 @@ import envs  # noqa: F401  (registers the gymnasium ids)
 ENV_PRESETS = {
     "planar_arm": "PlanarArmReach-v0",
     "urdf": "UrdfReach-v0",
+    "kuka": "UrdfReach-v0",
     "humanoid": "HumanoidReach-v0",
     "humanoid_bimanual": "HumanoidBimanualReach-v0",
 }
