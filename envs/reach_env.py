@@ -51,6 +51,11 @@ class UrdfReachEnv(gym.Env):
     :param fixed_base: bolt the robot's base to the world.
     :param base_position: metres.
     :param gravity_compensation: add gravity-cancelling torques (inverse dynamics) under the action.
+    :param velocity_damping: viscous joint damping added to the URDF's, N m s/rad (or N s/m), one for all joints
+        or one per joint, as a torque-controlled arm's low-level damping loop provides. PyBullet integrates it
+        implicitly, so it is stable at any gain, which an explicit ``-gain * velocity`` torque on a light
+        wrist is not. A lightly damped arm (the KUKA's URDF damping is 0.5) otherwise swings on at full
+        speed after every push; 0 adds nothing.
     :param max_joint_speed: joint speed beyond which the simulation counts as unstable, rad/s or m/s.
     :param observe_joint_positions: also observe each limited revolute joint's angle scaled to [-1, 1] between
         its limits. cos and sin alone make a joint's two stops neighbours when its range spans about 2 pi (the
@@ -79,6 +84,7 @@ class UrdfReachEnv(gym.Env):
         fixed_base: bool = True,
         base_position: Sequence[float] = (0.0, 0.0, 0.0),
         gravity_compensation: bool = False,
+        velocity_damping: float | Sequence[float] = 0.0,
         max_joint_speed: float = 50.0,
         observe_joint_positions: bool = False,
         render_mode: str | None = None,
@@ -101,6 +107,9 @@ class UrdfReachEnv(gym.Env):
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
         self.goal_conditioned = goal_conditioned
         self.gravity_compensation = gravity_compensation
+        damping = np.asarray(velocity_damping, dtype=np.float64)
+        if np.any(damping < 0):
+            raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
         self.max_joint_speed = max_joint_speed
         self.observe_joint_positions = observe_joint_positions
         self.camera_distance = camera_distance
@@ -116,12 +125,15 @@ class UrdfReachEnv(gym.Env):
             raise
 
         n = self.robot.n_joints
-        if scales.ndim and scales.shape != (n,):
-            self.session.close()
-            raise ValueError(
-                f"action_scale has {scales.size} values for {n} joints {self.robot.joint_names}; give one, or one per joint."
-            )
+        for name, values in (("action_scale", scales), ("velocity_damping", damping)):
+            if values.ndim and values.shape != (n,):
+                self.session.close()
+                raise ValueError(
+                    f"{name} has {values.size} values for {n} joints {self.robot.joint_names}; give one, or one per joint."
+                )
         self.action_torques = scales * self.robot.torque_limits  # (n_joints,), N m per unit of action
+        if np.any(damping > 0):
+            self.robot.add_joint_damping(np.broadcast_to(damping, (n,)))
         lower, upper = self.robot.joint_limits
         initial = (
             np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)

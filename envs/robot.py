@@ -79,6 +79,7 @@ class Robot:
             zero = [n for n, f in zip(joints, self.torque_limits) if f <= 0]
             raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
         self.velocity_limits = np.array([joint_by_name[name][11] for name in joints], dtype=np.float64)  # rad/s or m/s
+        self.joint_damping = np.array([joint_by_name[name][6] for name in joints], dtype=np.float64)  # URDF, N m s/rad
         self.all_actuated = [joint_by_name[name][0] for name in movable]
         self.held = [joint_by_name[name] for name in movable if name not in joints]
         clamp_joint_speeds(self.client, self.body, self.all_actuated)
@@ -97,6 +98,12 @@ class Robot:
         if name not in self.link_indices:
             raise ValueError(f"unknown link '{name}' in {self.urdf}; choose from {sorted(self.link_indices)}.")
         return self.link_indices[name]
+
+    def add_joint_damping(self, extra: np.ndarray) -> None:
+        """Add ``extra`` (n_joints,) N m s/rad (or N s/m) to the joints' viscous damping; PyBullet integrates it implicitly."""
+        self.joint_damping = self.joint_damping + extra
+        for index, damping in zip(self.joint_indices, self.joint_damping):
+            self.client.changeDynamics(self.body, index, jointDamping=float(damping))
 
     def release_motors(self) -> None:
         """Turn off PyBullet's default velocity motors, which would otherwise resist every torque; joints

@@ -192,6 +192,29 @@ def test_joint_damping_from_the_urdf(make_env: Callable[..., gym.Env]) -> None:
     np.testing.assert_allclose(env.robot.joint_state()[1] - qdot0, expected, rtol=0.01)
 
 
+def test_velocity_damping_adds_to_the_urdf_damping(make_env: Callable[..., gym.Env]) -> None:
+    """The same one-step decay as the URDF's damping, with the added gains on top."""
+    extra = np.array([3.0, 0.5])
+    env = make_env(frame_skip=1, initial_joint_noise=0.0, velocity_damping=extra.tolist()).unwrapped
+    env.reset(seed=0)
+    qdot0 = np.array([2.0, -1.5])
+    for index, velocity in zip(env.robot.joint_indices, qdot0):
+        env.robot.client.resetJointState(env.robot.body, index, 0.0, velocity)
+    env.step(np.zeros(2, dtype=np.float32))
+    expected = -TIMESTEP * np.linalg.solve(mass_matrix(0.0), (DAMPING + extra) * qdot0)
+    np.testing.assert_allclose(env.robot.joint_state()[1] - qdot0, expected, rtol=0.01)
+
+
+def test_action_scale_per_joint(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env(action_scale=[0.5, 0.25]).unwrapped
+    np.testing.assert_allclose(env.action_torques, [0.5 * EFFORT[0], 0.25 * EFFORT[1]])
+    for key, value in (("action_scale", [0.5, 0.5, 0.5]), ("velocity_damping", [1.0, 2.0, 3.0])):
+        with pytest.raises(ValueError, match=f"{key} has 3 values for 2 joints"):
+            make_env(**{key: value})
+    with pytest.raises(ValueError, match="velocity_damping must be >= 0"):
+        make_env(velocity_damping=-1.0)
+
+
 def test_urdf_velocity_limit_is_the_motor_speed_limit(make_env: Callable[..., gym.Env]) -> None:
     """Full torque on KUKA's light wrist would pass 100 rad/s in a step; the URDF's 10 rad/s clamps it."""
     env = make_env("UrdfReach-v0", **KUKA).unwrapped
