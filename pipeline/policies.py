@@ -1,6 +1,6 @@
-"""DDPG/TD3 policies whose actor is kept out of tanh saturation.
+"""Policy parts beside SB3's: a DDPG/TD3 actor kept out of tanh saturation, and goal-error features.
 
-A deterministic actor ends in ``tanh``. The critic is only ever trained on actions in [-1, 1], so
+Saturation: a deterministic actor ends in ``tanh``. The critic is only ever trained on actions in [-1, 1], so
 its gradient at the boundary points outward as often as not; once the actor's pre-tanh outputs grow
 past about 3, ``tanh``'s gradient vanishes and the policy is stuck at bang-bang torques for good.
 On the humanoid, 81 % of a 300k-step DDPG policy's actions were beyond +-0.95 with pre-tanh values of
@@ -8,6 +8,8 @@ On the humanoid, 81 % of a 300k-step DDPG policy's actions were beyond +-0.95 wi
 where the critic's gradient still reaches (OpenAI baselines' HER DDPG has a similar ``action_l2``).
 With ``saturation_cost`` 0.1 only 7 % of the humanoid's actions reach +-0.95, though a 300k-step run
 ended farther from its goals (README "Results"), so the config's default is 0.
+
+Goal-error features (``GoalErrorExtractor``, any algorithm with Dict observations): see the class.
 """
 
 from __future__ import annotations
