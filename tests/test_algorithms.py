@@ -11,7 +11,7 @@ from sb3_contrib import TQC
 
 from pipeline.config import compose_train_config, validate_config
 from pipeline.crossq import ConcatenableObservations, MultiInputCrossQ
-from pipeline.factory import ALGORITHMS, PenaltyHerReplayBuffer, make_model, make_training_env
+from pipeline.factory import ALGORITHMS, PenaltyHerReplayBuffer, make_env, make_model, make_training_env
 from pipeline.policies import GoalErrorExtractor
 
 SMALL = ["algo.net_arch=[32,32]", "algo.learning_starts=100", "algo.batch_size=32"]
@@ -73,3 +73,18 @@ def test_goal_error_features_are_the_scaled_error_beside_the_observation() -> No
 def test_config_problems_are_named(overrides: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         validate_config(compose_train_config(overrides))
+
+
+def test_kuka_preset_builds_the_seven_joint_arm() -> None:
+    cfg = compose_train_config(["env=kuka"])
+    validate_config(cfg)
+    env = make_env(cfg.env)
+    try:
+        arm = env.unwrapped
+        assert arm.robot.n_joints == 7 and arm.gravity_compensation and arm.task.success_threshold == 0.02
+        np.testing.assert_allclose(arm.action_torques, 300.0 * np.array(cfg.env.action_scale))
+        np.testing.assert_allclose(arm.robot.joint_damping, 0.5 + np.array(cfg.env.velocity_damping))  # URDF's 0.5
+        assert env.spec.max_episode_steps == cfg.env.max_episode_steps
+        assert arm.observation_space["observation"].shape == (7 * 4 + 3,)  # cos, sin, speed, position; hand
+    finally:
+        env.close()
