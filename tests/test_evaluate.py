@@ -159,7 +159,9 @@ def test_normalised_run_keeps_each_models_statistics_beside_it(tmp_path: Path, n
     """best_model.zip is evaluated with the observation statistics it was trained with, not later ones;
     ``normalize_goals=false`` leaves HER's goals in metres."""
     run = tmp_path / "run"
-    overrides = ("normalize_observations=true", f"normalize_goals={str(normalize_goals).lower()}")
+    # Normalised goals are not in metres, which the planar preset's goal-error scales are.
+    scales = () if not normalize_goals else ("algo.goal_error_scales=[]",)
+    overrides = ("normalize_observations=true", f"normalize_goals={str(normalize_goals).lower()}", *scales)
     check_ok(run_train(tmp_path, *TINY, *overrides, f"hydra.run.dir={run}"))
     config = OmegaConf.load(run / ".hydra" / "config.yaml")
     env = make_env(config.env)
