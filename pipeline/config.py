@@ -98,12 +98,12 @@ class OffPolicyConfig:
     n_critics: int = 2  # Q-networks; the TD target is their minimum (clipped double-Q)
     learning_rate: float = 1e-3  # Adam's step size, at the start of the run
     # None: a constant learning_rate. Else it falls linearly to this value, from the fraction
-    # learning_rate_decay_start of total_timesteps to the run's end (README "Results": on the humanoid
+    # learning_rate_decay_start of total_timesteps to the run's end (RESULTS.md: on the humanoid
     # DDPG, a decay over the last 10 % steadies the final model; an earlier one slows learning).
     learning_rate_final: Optional[float] = None  # noqa: UP045
     learning_rate_decay_start: float = 0.0
     # Adam's fused kernel (torch.optim.Adam(fused=True)): the same update in fewer passes over the weights,
-    # 1.04 times the humanoid's env steps/s (README "Benchmarks"). Off by default so that earlier runs repeat
+    # 1.04 times the humanoid's env steps/s (RESULTS.md, "Benchmarks"). Off by default so that earlier runs repeat
     # bit for bit: the fused kernel rounds differently.
     fused_optimizer: bool = False
     # None: the final model is the last actor. Else the uniform mean of the actor's weights over the updates from

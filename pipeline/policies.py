@@ -7,7 +7,7 @@ On the humanoid, 81 % of a 300k-step DDPG policy's actions were beyond +-0.95 wi
 10 to 20, and it never held a pose. Penalising the pre-tanh outputs in the actor loss keeps them
 where the critic's gradient still reaches (OpenAI baselines' HER DDPG has a similar ``action_l2``).
 With ``saturation_cost`` 0.1 only 7 % of the humanoid's actions reach +-0.95, though a 300k-step run
-ended farther from its goals (README "Results"), so the config's default is 0.
+ended farther from its goals (RESULTS.md), so the config's default is 0.
 
 Goal-error features (``GoalErrorExtractor``, any algorithm with Dict observations): see the class.
 """
