@@ -52,10 +52,10 @@ class UrdfReachEnv(gym.Env):
     :param base_position: metres.
     :param gravity_compensation: add gravity-cancelling torques (inverse dynamics) under the action.
     :param velocity_damping: viscous joint damping added to the URDF's, N m s/rad (or N s/m), one for all joints
-        or one per joint, as a torque-controlled arm's low-level damping loop provides. PyBullet integrates it
-        implicitly, so it is stable at any gain, which an explicit ``-gain * velocity`` torque on a light
-        wrist is not. A lightly damped arm (the KUKA's URDF damping is 0.5) otherwise swings on at full
-        speed after every push; 0 adds nothing.
+        or one per joint, as a torque-controlled arm's low-level damping loop provides (PyBullet's joint
+        damping). A lightly damped arm (the KUKA's URDF damping is 0.5) otherwise swings on at full speed
+        after every push. Keep the gain of a joint that moves little inertia small: a stiff one on a light
+        wrist makes the simulation unstable. 0 adds nothing.
     :param max_joint_speed: joint speed beyond which the simulation counts as unstable, rad/s or m/s.
     :param observe_joint_positions: also observe each limited revolute joint's angle scaled to [-1, 1] between
         its limits. cos and sin alone make a joint's two stops neighbours when its range spans about 2 pi (the
