@@ -143,6 +143,9 @@ class UrdfReachEnv(gym.Env):
                 f"initial_joint_positions has {initial.size} values for {n} joints {self.robot.joint_names}."
             )
         self.initial_joint_positions = np.clip(initial, lower, upper)
+        # observe_joint_positions: the limited angles' lower stops and ranges, read every step.
+        limited = self.robot.limited_revolute
+        self._limited_lower, self._limited_range = lower[limited], (upper - lower)[limited]
         self.initial_joint_noise = initial_joint_noise
         self.set_goal_range(goal_range)
 
@@ -184,9 +187,8 @@ class UrdfReachEnv(gym.Env):
         rev = self.robot.revolute
         terms = [np.cos(q[rev]), np.sin(q[rev]), q[~rev], qdot]
         if self.observe_joint_positions:
-            limited = self.robot.limited_revolute
-            lower, upper = self.robot.joint_limits[:, limited]
-            terms.append(2.0 * (q[limited] - lower) / (upper - lower) - 1.0)
+            limited = q[self.robot.limited_revolute]
+            terms.append(2.0 * (limited - self._limited_lower) / self._limited_range - 1.0)
         return np.concatenate(terms)
 
     def _reset_robot(self) -> None:

@@ -100,7 +100,7 @@ class Robot:
         return self.link_indices[name]
 
     def add_joint_damping(self, extra: np.ndarray) -> None:
-        """Add ``extra`` (n_joints,) N m s/rad (or N s/m) to the joints' viscous damping; PyBullet integrates it implicitly."""
+        """Add ``extra`` (n_joints,) N m s/rad (or N s/m) to the joints' viscous damping (PyBullet's joint damping)."""
         self.joint_damping = self.joint_damping + extra
         for index, damping in zip(self.joint_indices, self.joint_damping):
             self.client.changeDynamics(self.body, index, jointDamping=float(damping))
