@@ -5,6 +5,7 @@
     python evaluate.py checkpoint=<run dir>/checkpoints/step_<N>/model.zip env.success_threshold=0.005
     python evaluate.py run=<run dir> video=true plots=true            # + eval_<controller>.mp4 and PNGs
     python evaluate.py sweep=multirun/<date>                          # every job, ranked (+ CSV)
+    python evaluate.py run=<run dir> export=true                      # policy.npz + policy.onnx of its model
 
 The env is rebuilt from the run's .hydra/config.yaml (env.* overrides on top). Writes
 <run dir>/eval_<controller>.json: the summary (distances m, times s, torques N m, compute times
@@ -16,18 +17,21 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import hydra
+import numpy as np
 import torch
 import wandb
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from pipeline import checkpoints
 from pipeline.config import WandbConfig
@@ -39,10 +43,13 @@ from pipeline.evaluation import (
     plot_distances,
     plot_goals,
     policy_controller,
+    predict_controller,
     record_episodes,
     summarise,
 )
+from pipeline.export import OnnxPolicy, lean_policy, save_onnx
 from pipeline.factory import ALGORITHMS, make_env
+from pipeline.lean import LeanPolicy, stack_observations
 from pipeline.tracking import init_run
 
 CONTROLLERS = ("policy", "jacobian")
@@ -58,6 +65,8 @@ TABLE = [
     ("mean_abs_torque", "mean |torque| (N m)", "{:.3f}"),
     ("episode_return_mean", "episode return mean", "{:.2f}"),
     ("control_time_us_mean", "control step (us)", "{:.0f}"),
+    ("sb3_predict_time_us_mean", "SB3 predict (us)", "{:.0f}"),
+    ("lean_action_max_difference", "max |lean - predict|", "{:.1e}"),
     ("ik_time_us_mean", "one IK solve (us)", "{:.0f}"),
     ("n_episodes", "episodes", "{}"),
 ]
@@ -89,6 +98,7 @@ class EvaluateConfig:
     video: bool = False
     video_episodes: int = 3
     plots: bool = False
+    export: bool = False
     torch_threads: int = 1
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -104,6 +114,8 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"unknown model '{cfg.model}'; choose model= one of {(*MODELS, 'latest')}.")
     if cfg.n_episodes < 1 or cfg.video_episodes < 1:
         raise ValueError(f"n_episodes and video_episodes must be >= 1, got {cfg.n_episodes}, {cfg.video_episodes}.")
+    if cfg.export and (cfg.sweep or cfg.controller != "policy"):
+        raise ValueError("export=true writes a run's policy: give it with run= or checkpoint=, controller=policy.")
     if cfg.sweep and (cfg.run or cfg.checkpoint):
         raise ValueError("sweep= evaluates every job of a multirun: give it without run= or checkpoint=.")
     if not (cfg.sweep or cfg.run or cfg.checkpoint):
@@ -147,9 +159,9 @@ def model_path(cfg: DictConfig, run_dir: Path) -> Path:
     return run_dir / MODELS[cfg.model]
 
 
-def load_policy(path: Path, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
-    """The deterministic policy of an SB3 zip, its spaces checked against ``env``'s, observations normalised
-    with the statistics saved beside it (or, for a run-level zip, in the newest checkpoint)."""
+def load_model(path: Path, run_dir: Path, train_cfg: DictConfig, env: Any) -> tuple[BaseAlgorithm, VecNormalize | None]:
+    """An SB3 zip, its spaces checked against ``env``'s, with the observation statistics saved beside it
+    (or, for a run-level zip, in the newest checkpoint); None when the run does not normalise."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass an SB3 .zip (e.g. {run_dir}/best_model.zip).")
     try:
@@ -176,13 +188,38 @@ def load_policy(path: Path, run_dir: Path, train_cfg: DictConfig, env: Any) -> C
     vec_normalize = checkpoints.load_vec_normalize(statistics, venv) if statistics else None
     if vec_normalize is not None:
         vec_normalize.training = False
-    return policy_controller(model, vec_normalize)
+    return model, vec_normalize
+
+
+class ObservationSample:
+    """A controller that also keeps the first ``size`` observations it is given, to replay them later."""
+
+    def __init__(self, controller: Controller, size: int = 2000) -> None:
+        self.controller, self.size, self.observations = controller, size, []
+
+    def __call__(self, observation: Any) -> Any:
+        if len(self.observations) < self.size:
+            self.observations.append(observation)
+        return self.controller(observation)
+
+
+def compare_with_predict(
+    lean: Controller, model: BaseAlgorithm, vec_normalize: VecNormalize | None, observations: list[Any]
+) -> dict[str, float]:
+    """SB3's ``predict`` beside the lean actor on the same observations: its mean time per call (us) and
+    the largest difference between their actions."""
+    predict = predict_controller(model, vec_normalize)
+    start = time.perf_counter()
+    expected = [predict(observation) for observation in observations]
+    predict_us = 1e6 * (time.perf_counter() - start) / len(observations)
+    difference = max(float(np.abs(lean(o) - e).max()) for o, e in zip(observations, expected))
+    return {"sb3_predict_time_us_mean": predict_us, "lean_action_max_difference": difference}
 
 
 def controller_for(cfg: DictConfig, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
     if cfg.controller == "jacobian":
         return JacobianController(env.unwrapped, **cfg.jacobian)
-    return load_policy(model_path(cfg, run_dir), run_dir, train_cfg, env)
+    return policy_controller(*load_model(model_path(cfg, run_dir), run_dir, train_cfg, env))
 
 
 def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -191,12 +228,20 @@ def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     goal_seed = train_cfg.eval.goal_seed if cfg.goal_seed is None else cfg.goal_seed
     env = make_env(train_cfg.env)
     try:
-        controller = controller_for(cfg, run_dir, train_cfg, env)
+        if cfg.controller == "policy":
+            model, vec_normalize = load_model(model_path(cfg, run_dir), run_dir, train_cfg, env)
+            controller = ObservationSample(policy_controller(model, vec_normalize))
+        else:
+            controller = controller_for(cfg, run_dir, train_cfg, env)
         results = evaluate(env, controller, cfg.n_episodes, goal_seed)
-        ik_time = inverse_kinematics_time_us(env.unwrapped, [r.goal for r in results])
+        summary = {
+            **summarise(results),
+            "ik_time_us_mean": inverse_kinematics_time_us(env.unwrapped, [r.goal for r in results]),
+        }
+        if cfg.controller == "policy":
+            summary.update(compare_with_predict(controller.controller, model, vec_normalize, controller.observations))
     finally:
         env.close()
-    summary = {**summarise(results), "ik_time_us_mean": ik_time}
     name = f"eval_{cfg.controller}"
     report = {
         "controller": cfg.controller,
@@ -231,6 +276,33 @@ def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def export_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Write the model's actor as <run dir>/policy.npz (numpy only) and policy.onnx, and check both against
+    SB3's ``predict`` on the observations of a few evaluation episodes."""
+    train_cfg = run_config(run_dir, cfg.env)
+    path = model_path(cfg, run_dir)
+    env = make_env(train_cfg.env)
+    try:
+        model, vec_normalize = load_model(path, run_dir, train_cfg, env)
+        env_config = OmegaConf.to_container(train_cfg.env, resolve=True)
+        lean = lean_policy(model, vec_normalize, source=str(path.resolve()), env=env_config)
+        sample = ObservationSample(lean.act)
+        evaluate(env, sample, 5, train_cfg.eval.goal_seed)
+    finally:
+        env.close()
+    observations = sample.observations
+    expected = np.stack([predict_controller(model, vec_normalize)(o) for o in observations])
+    npz = lean.save(run_dir / "policy.npz")
+    difference = np.abs(LeanPolicy.load(npz).act(stack_observations(observations)) - expected).max()
+    print(f"wrote {npz}: largest action difference from SB3's predict {difference:.1e} on {len(expected)} observations")
+    try:
+        onnx_path = save_onnx(lean, run_dir / "policy.onnx")
+        difference = np.abs(OnnxPolicy(onnx_path).act(stack_observations(observations)) - expected).max()
+        print(f"wrote {onnx_path}: largest action difference from SB3's predict {difference:.1e} (ONNX Runtime)")
+    except ImportError as error:
+        print(f"policy.onnx not written: {error}")
+
+
 def comparison_table(run_dir: Path) -> str:
     """Every eval_<controller>.json of the run, side by side."""
     reports = {
@@ -238,7 +310,11 @@ def comparison_table(run_dir: Path) -> str:
         for c in CONTROLLERS
         if (run_dir / f"eval_{c}.json").is_file()
     }
-    rows = [[label, *(fmt.format(r[key]) for r in reports.values())] for key, label, fmt in TABLE]
+    rows = [
+        [label, *(fmt.format(r[key]) if key in r else "-" for r in reports.values())]
+        for key, label, fmt in TABLE
+        if any(key in r for r in reports.values())
+    ]
     return format_table(["metric", *reports], rows)
 
 
@@ -318,11 +394,14 @@ def main(cfg: DictConfig) -> None:
     try:
         validate(cfg)
         torch.set_num_threads(cfg.torch_threads)
+        run_dir = run_dir_of(Path(cfg.checkpoint)) if cfg.checkpoint and not cfg.run else Path(cfg.run or ".")
         if cfg.sweep:
             evaluate_sweep(cfg, Path(cfg.sweep))
+        elif cfg.export:
+            export_run(cfg, run_dir)
         else:
-            evaluate_run(cfg, run_dir_of(Path(cfg.checkpoint)) if cfg.checkpoint and not cfg.run else Path(cfg.run))
-    except (ValueError, FileNotFoundError) as error:
+            evaluate_run(cfg, run_dir)
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

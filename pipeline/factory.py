@@ -188,6 +188,8 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
         policy_kwargs["features_extractor_kwargs"] = {"scales": list(algo_cfg.goal_error_scales)}
     if algo_cfg.fused_optimizer:  # only then: Adam(fused=False) would also turn off torch's default foreach kernel
         policy_kwargs["optimizer_kwargs"] = {"fused": True}
+        if algo_cfg.name == "crossq":  # the Adam betas CrossQ's policy sets only when given no optimizer_kwargs
+            policy_kwargs["optimizer_kwargs"]["betas"] = (0.5, 0.999)
     return ALGORITHMS[algo_cfg.name](
         policy,
         env,

@@ -19,8 +19,10 @@ import evaluate
 from pipeline import checkpoints
 from pipeline.controllers import JacobianController
 from pipeline.evaluation import evaluate as evaluate_goals
-from pipeline.evaluation import summarise
+from pipeline.evaluation import policy_controller, summarise
+from pipeline.export import OnnxPolicy
 from pipeline.factory import make_env
+from pipeline.lean import LeanPolicy
 from tests.conftest import REPO, TINY, check_ok, error_lines, read_json, run_train, train_env
 
 EVALUATE = REPO / "evaluate.py"
@@ -108,12 +110,35 @@ def test_policy_eval_keeps_the_jacobian_file_and_logs_to_the_run(run_dir: Path) 
     check_ok(result)
     policy = read_json(run_dir / "eval_policy.json")
     assert policy["controller"] == "policy" and policy["checkpoint"].endswith("model.zip")
+    # Evaluated with the lean actor; SB3's predict timed beside it on the same observations.
+    assert policy["lean_action_max_difference"] < 1e-5 and policy["sb3_predict_time_us_mean"] > 0
     assert read_json(run_dir / "eval_jacobian.json")["controller"] == "jacobian"
     assert "policy" in result.stdout and "jacobian" in result.stdout  # the side-by-side table
     # The training run's wandb run, resumed by id.
     run_id = read_json(run_dir / "run.json")["wandb_run_id"]
     new = sorted(set((run_dir / "wandb").glob("offline-run-*")) - set(before))
     assert [p.name.rsplit("-", 1)[1] for p in new] == [run_id]
+
+
+def test_export_writes_a_numpy_and_an_onnx_policy_that_act_like_the_model(run_dir: Path) -> None:
+    result = run_evaluate(run_dir.parent, f"run={run_dir}", "export=true", "model=final", "wandb.mode=disabled")
+    check_ok(result)
+    differences = [
+        float(line.split("predict ")[1].split()[0]) for line in result.stdout.splitlines() if "wrote" in line
+    ]
+    assert len(differences) == 2 and max(differences) < 1e-5, result.stdout
+    policy = LeanPolicy.load(run_dir / "policy.npz")
+    assert policy.metadata["source"].endswith("final_model.zip") and policy.metadata["env"]["id"] == "PlanarArmReach-v0"
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    env = make_env(config.env)
+    try:
+        observation, _ = env.reset(seed=3)
+        model = DDPG.load(run_dir / "final_model.zip", env=DummyVecEnv([lambda: env]), device="cpu")
+        expected = model.predict(observation, deterministic=True)[0]
+    finally:
+        env.close()
+    np.testing.assert_allclose(policy.act(observation), expected, atol=1e-5)
+    np.testing.assert_allclose(OnnxPolicy(run_dir / "policy.onnx").act(observation), expected, atol=1e-5)
 
 
 def test_bad_input_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None:
@@ -133,11 +158,11 @@ def test_clear_errors(run_dir: Path, tmp_path: Path) -> None:
     env = make_env(config.env)
     try:
         with pytest.raises(ValueError, match="has observation_space Dict.* but the env"):
-            evaluate.load_policy(run_dir / "best_model.zip", run_dir, config, env)
+            evaluate.load_model(run_dir / "best_model.zip", run_dir, config, env)
         broken = tmp_path / "broken.zip"
         broken.write_bytes((run_dir / "best_model.zip").read_bytes()[:500])
         with pytest.raises(ValueError, match="is unreadable"):
-            evaluate.load_policy(broken, run_dir, config, env)
+            evaluate.load_model(broken, run_dir, config, env)
     finally:
         env.close()
 
@@ -176,9 +201,9 @@ def test_normalised_run_keeps_each_models_statistics_beside_it(tmp_path: Path, n
 
         best = VecNormalize.load(str(run / "best_model_vecnormalize.pkl"), venv)
         model = DDPG.load(run / "best_model.zip", env=venv, device="cpu")
-        controller = evaluate.load_policy(run / "best_model.zip", run, config, env)
+        controller = policy_controller(*evaluate.load_model(run / "best_model.zip", run, config, env))
         observation, _ = env.reset(seed=1)
         expected = model.predict(best.normalize_obs(observation), deterministic=True)[0]
-        np.testing.assert_array_equal(controller(observation), expected)
+        np.testing.assert_allclose(controller(observation), expected, atol=1e-5)
     finally:
         env.close()
