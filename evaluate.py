@@ -35,7 +35,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from pipeline import checkpoints
 from pipeline.config import WandbConfig
-from pipeline.controllers import JacobianController, inverse_kinematics_time_us
+from pipeline.controllers import (
+    BalancedJacobianController,
+    FabrikController,
+    JacobianController,
+    inverse_kinematics_time_us,
+)
 from pipeline.evaluation import (
     Controller,
     episode_rows,
@@ -52,7 +57,13 @@ from pipeline.factory import ALGORITHMS, make_env
 from pipeline.lean import LeanPolicy, stack_observations
 from pipeline.tracking import init_run
 
-CONTROLLERS = ("policy", "jacobian")
+# Classical controllers: name -> (class in pipeline/controllers.py, the config node of its gains).
+CLASSICAL = {
+    "jacobian": (JacobianController, "jacobian"),
+    "fabrik": (FabrikController, "fabrik"),
+    "jacobian_balance": (BalancedJacobianController, "jacobian_balance"),
+}
+CONTROLLERS = ("policy", *CLASSICAL)
 MODELS = {"best": "best_model.zip", "final": "final_model.zip"}  # and "latest": the newest checkpoint
 # Rows of the printed table: (summary key, label, format).
 TABLE = [
@@ -67,7 +78,8 @@ TABLE = [
     ("control_time_us_mean", "control step (us)", "{:.0f}"),
     ("sb3_predict_time_us_mean", "SB3 predict (us)", "{:.0f}"),
     ("lean_action_max_difference", "max |lean - predict|", "{:.1e}"),
-    ("ik_time_us_mean", "one IK solve (us)", "{:.0f}"),
+    ("solve_time_us_mean", "IK solve (us)", "{:.0f}"),
+    ("ik_time_us_mean", "PyBullet IK solve (us)", "{:.0f}"),
     ("n_episodes", "episodes", "{}"),
 ]
 
@@ -83,14 +95,40 @@ class JacobianConfig:
 
 
 @dataclass
+class FabrikConfig:
+    """``FabrikController``'s settings (pipeline/controllers.py); the humanoid does better at kp=100 kd=20."""
+
+    kp: float = 400.0  # stiffness, 1/s^2
+    kd: float = 40.0  # damping, 1/s
+    tolerance: float = 1e-4  # FABRIK stops this close to the goal, m
+    max_iterations: int = 50
+    resolve_distance: float = 1e-3  # solve again when the goal moves this far in the limb's frame, m
+
+
+@dataclass
+class BalancedJacobianConfig:
+    """``BalancedJacobianController``'s gains (pipeline/controllers.py): the humanoid's balance-first IK."""
+
+    kp: float = 100.0  # stiffness, 1/s^2
+    kd: float = 20.0  # damping, 1/s
+    damping: float = 0.05  # least DLS damping of the reach task, m
+    error_damping: float = 0.5  # its damping per metre of error
+    com_damping: float = 0.02  # DLS damping of the balance task, m
+    margin: Optional[float] = None  # noqa: UP045  COM margin (m) below which balance pulls back; null: the env's
+    band: float = 0.05  # margin range (m) above it over which the balance task fades out
+
+
+@dataclass
 class EvaluateConfig:
     """See conf/evaluate.yaml."""
 
     run: Optional[str] = None  # noqa: UP045  (OmegaConf reads typing.Optional)
     checkpoint: Optional[str] = None  # noqa: UP045
     sweep: Optional[str] = None  # noqa: UP045
-    controller: str = "policy"
+    controller: Any = "policy"  # a name, or a list of names
     jacobian: JacobianConfig = field(default_factory=JacobianConfig)
+    fabrik: FabrikConfig = field(default_factory=FabrikConfig)
+    jacobian_balance: BalancedJacobianConfig = field(default_factory=BalancedJacobianConfig)
     model: str = "best"
     n_episodes: int = 200
     goal_seed: Optional[int] = None  # noqa: UP045
@@ -108,13 +146,20 @@ ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 def validate(cfg: DictConfig) -> None:
     """Checks the schema's types cannot express; raises ValueError naming the key and the fix."""
-    if cfg.controller not in CONTROLLERS:
-        raise ValueError(f"unknown controller '{cfg.controller}'; choose controller= one of {CONTROLLERS}.")
+    names = controller_names(cfg)
+    unknown = [name for name in names if name not in CONTROLLERS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown controller '{unknown[0] if unknown else ''}'; choose controller= one of {CONTROLLERS}, "
+            "or a list of them, e.g. controller=[policy,jacobian]."
+        )
+    if cfg.sweep and len(names) > 1:
+        raise ValueError("sweep= ranks the jobs by one controller: give controller= one name.")
     if cfg.model not in (*MODELS, "latest"):
         raise ValueError(f"unknown model '{cfg.model}'; choose model= one of {(*MODELS, 'latest')}.")
     if cfg.n_episodes < 1 or cfg.video_episodes < 1:
         raise ValueError(f"n_episodes and video_episodes must be >= 1, got {cfg.n_episodes}, {cfg.video_episodes}.")
-    if cfg.export and (cfg.sweep or cfg.controller != "policy"):
+    if cfg.export and (cfg.sweep or names != ["policy"]):
         raise ValueError("export=true writes a run's policy: give it with run= or checkpoint=, controller=policy.")
     if cfg.sweep and (cfg.run or cfg.checkpoint):
         raise ValueError("sweep= evaluates every job of a multirun: give it without run= or checkpoint=.")
@@ -216,64 +261,81 @@ def compare_with_predict(
     return {"sb3_predict_time_us_mean": predict_us, "lean_action_max_difference": difference}
 
 
-def controller_for(cfg: DictConfig, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
-    if cfg.controller == "jacobian":
-        return JacobianController(env.unwrapped, **cfg.jacobian)
-    return policy_controller(*load_model(model_path(cfg, run_dir), run_dir, train_cfg, env))
+def controller_names(cfg: DictConfig) -> list[str]:
+    """``controller=jacobian`` or ``controller=[policy,jacobian]`` as a list of names."""
+    return [cfg.controller] if isinstance(cfg.controller, str) else list(cfg.controller)
 
 
-def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Evaluate one run: eval_<controller>.json, plots, video, wandb; returns the summary."""
+def controller_for(cfg: DictConfig, name: str, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
+    if name == "policy":
+        return policy_controller(*load_model(model_path(cfg, run_dir), run_dir, train_cfg, env))
+    controller_class, gains = CLASSICAL[name]
+    return controller_class(env.unwrapped, **cfg[gains])
+
+
+def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Evaluate each of ``cfg.controller`` on one run's goals: eval_<controller>.json each, plots, video,
+    the table of every controller evaluated on these goals (eval_table.json and .csv), wandb; returns
+    controller -> summary."""
     train_cfg = run_config(run_dir, cfg.env)
     goal_seed = train_cfg.eval.goal_seed if cfg.goal_seed is None else cfg.goal_seed
+    summaries, media = {}, {}
+    for name in controller_names(cfg):
+        summaries[name], media[name] = evaluate_controller(cfg, name, run_dir, train_cfg, goal_seed)
+        print(f"{run_dir}: {train_cfg.env.id}, {name} on {cfg.n_episodes} goals from seed {goal_seed}")
+    print(comparison_table(run_dir, goal_seed, cfg.n_episodes))
+    log_to_wandb(cfg, train_cfg, run_dir, summaries, media)
+    return summaries
+
+
+def evaluate_controller(
+    cfg: DictConfig, name: str, run_dir: Path, train_cfg: DictConfig, goal_seed: int
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """One controller on the run's goals: writes eval_<name>.json (and plots, video); (summary, media files)."""
     env = make_env(train_cfg.env)
     try:
-        if cfg.controller == "policy":
+        if name == "policy":
             model, vec_normalize = load_model(model_path(cfg, run_dir), run_dir, train_cfg, env)
             controller = ObservationSample(policy_controller(model, vec_normalize))
         else:
-            controller = controller_for(cfg, run_dir, train_cfg, env)
+            controller = controller_for(cfg, name, run_dir, train_cfg, env)
         results = evaluate(env, controller, cfg.n_episodes, goal_seed)
         summary = {
             **summarise(results),
             "ik_time_us_mean": inverse_kinematics_time_us(env.unwrapped, [r.goal for r in results]),
         }
-        if cfg.controller == "policy":
+        if name == "policy":
             summary.update(compare_with_predict(controller.controller, model, vec_normalize, controller.observations))
+        if isinstance(controller, FabrikController):
+            summary["solve_time_us_mean"] = controller.mean_solve_time_us
     finally:
         env.close()
-    name = f"eval_{cfg.controller}"
     report = {
-        "controller": cfg.controller,
-        "checkpoint": str(model_path(cfg, run_dir)) if cfg.controller == "policy" else None,
+        "controller": name,
+        "checkpoint": str(model_path(cfg, run_dir)) if name == "policy" else None,
         "env": OmegaConf.to_container(train_cfg.env, resolve=True),
         "goal_seed": goal_seed,
         **summary,
         "episodes": episode_rows(results),
     }
-    checkpoints.atomic_write_json(run_dir / f"{name}.json", report)
+    stem = f"eval_{name}"
+    checkpoints.atomic_write_json(run_dir / f"{stem}.json", report)
 
-    # Plots and video beside it.
-    dt = env.unwrapped.dt
-    threshold = train_cfg.env.success_threshold
+    dt, threshold = env.unwrapped.dt, train_cfg.env.success_threshold
     media: dict[str, Path] = {}
     if cfg.plots:
-        title = f"{train_cfg.env.id}, {cfg.controller}"
-        media["distance_plot"] = plot_distances(results, dt, threshold, run_dir / f"{name}_distance.png", title)
-        media["goals_plot"] = plot_goals(results, threshold, run_dir / f"{name}_goals.png", title)
+        title = f"{train_cfg.env.id}, {name}"
+        media["distance_plot"] = plot_distances(results, dt, threshold, run_dir / f"{stem}_distance.png", title)
+        media["goals_plot"] = plot_goals(results, threshold, run_dir / f"{stem}_goals.png", title)
     if cfg.video:
         render_env = make_env(train_cfg.env, render_mode="rgb_array")
         try:
             seeds = [goal_seed + i for i in range(cfg.video_episodes)]
-            controller = controller_for(cfg, run_dir, train_cfg, render_env)
-            media["video"] = record_episodes(render_env, controller, seeds, run_dir / f"{name}.mp4")
+            controller = controller_for(cfg, name, run_dir, train_cfg, render_env)
+            media["video"] = record_episodes(render_env, controller, seeds, run_dir / f"{stem}.mp4")
         finally:
             render_env.close()
-
-    print(f"{run_dir}: {train_cfg.env.id}, {cfg.n_episodes} goals from seed {goal_seed}, wrote {name}.json")
-    print(comparison_table(run_dir))
-    log_to_wandb(cfg, train_cfg, run_dir, name, summary, media)
-    return summary
+    return summary, media
 
 
 def export_run(cfg: DictConfig, run_dir: Path) -> None:
@@ -303,19 +365,28 @@ def export_run(cfg: DictConfig, run_dir: Path) -> None:
         print(f"policy.onnx not written: {error}")
 
 
-def comparison_table(run_dir: Path) -> str:
-    """Every eval_<controller>.json of the run, side by side."""
-    reports = {
-        c: json.loads((run_dir / f"eval_{c}.json").read_text())
-        for c in CONTROLLERS
-        if (run_dir / f"eval_{c}.json").is_file()
-    }
-    rows = [
-        [label, *(fmt.format(r[key]) if key in r else "-" for r in reports.values())]
-        for key, label, fmt in TABLE
-        if any(key in r for r in reports.values())
-    ]
+def comparison_table(run_dir: Path, goal_seed: int, n_episodes: int) -> str:
+    """Every eval_<controller>.json of the run on these goals, side by side; also written as eval_table.json
+    (metric -> controller -> value) and eval_table.csv (one row per controller)."""
+    reports = {}
+    for name in CONTROLLERS:
+        path = run_dir / f"eval_{name}.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            if report["goal_seed"] == goal_seed and report["n_episodes"] == n_episodes:
+                reports[name] = report
+    shown = [(key, label, fmt) for key, label, fmt in TABLE if any(key in r for r in reports.values())]
+    values = {name: {key: r.get(key) for key, _, _ in shown} for name, r in reports.items()}
+    checkpoints.atomic_write_json(run_dir / "eval_table.json", {"goal_seed": goal_seed, "controllers": values})
+    table = [["controller", *(key for key, _, _ in shown)], *([name, *row.values()] for name, row in values.items())]
+    checkpoints.atomic_write(run_dir / "eval_table.csv", lambda tmp: write_csv(tmp, table))
+    rows = [[label, *(fmt.format(r[key]) if key in r else "-" for r in reports.values())] for key, label, fmt in shown]
     return format_table(["metric", *reports], rows)
+
+
+def write_csv(path: Path, rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -325,9 +396,14 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def log_to_wandb(
-    cfg: DictConfig, train_cfg: DictConfig, run_dir: Path, name: str, summary: dict[str, Any], media: dict[str, Path]
+    cfg: DictConfig,
+    train_cfg: DictConfig,
+    run_dir: Path,
+    summaries: dict[str, dict[str, Any]],
+    media: dict[str, dict[str, Path]],
 ) -> None:
-    """Summary, plots, video and the eval file into the run's wandb run (resumed by id), else a new one in its group.
+    """Each controller's summary, plots, video and eval file, and the table, into the run's wandb run (resumed
+    by id), else a new one in its group.
 
     wandb keys: the run's own, with those given on this command line on top."""
     given = [o for o in HydraConfig.get().overrides.task if o.startswith("wandb.")]
@@ -340,13 +416,19 @@ def log_to_wandb(
     run = init_run(wandb_cfg, config, str(run_dir), run_id, run_info.get("wandb_group") or None, job_type="eval")
     if run is None:
         return
-    run.summary.update({f"{name}/{key}": value for key, value in summary.items()})
-    logged = {f"{name}/{key}": wandb.Image(str(path)) for key, path in media.items() if key != "video"}
-    if "video" in media and wandb_cfg.video:
-        logged[f"{name}/video"] = wandb.Video(str(media["video"]), format="mp4")
+    logged = {}
+    for controller, summary in summaries.items():
+        name = f"eval_{controller}"
+        run.summary.update({f"{name}/{key}": value for key, value in summary.items()})
+        files = media[controller]
+        logged.update({f"{name}/{key}": wandb.Image(str(path)) for key, path in files.items() if key != "video"})
+        if "video" in files and wandb_cfg.video:
+            logged[f"{name}/video"] = wandb.Video(str(files["video"]), format="mp4")
+        run.save(str(run_dir / f"{name}.json"), base_path=str(run_dir), policy="now")
     if logged:
         run.log(logged)
-    run.save(str(run_dir / f"{name}.json"), base_path=str(run_dir), policy="now")
+    for table in ("eval_table.json", "eval_table.csv"):
+        run.save(str(run_dir / table), base_path=str(run_dir), policy="now")
     run.finish()
 
 
@@ -363,7 +445,7 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
         flatten(OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=True)) for job in jobs
     ]
     keys = sorted({k for c in configs for k in c if len({json.dumps(x.get(k)) for x in configs}) > 1})
-    summaries = [evaluate_run(cfg, job) for job in jobs]
+    summaries = [evaluate_run(cfg, job)[cfg.controller] for job in jobs]
     ranked = sorted(zip(jobs, configs, summaries), key=lambda j: (-j[2]["success_rate"], j[2]["final_distance_mean"]))
     metrics = ["success_rate", "final_distance_median", "final_distance_mean", "fall_rate", "episode_return_mean"]
     rows = [

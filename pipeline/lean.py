@@ -54,6 +54,9 @@ class Layer:
     activation: str
 
     def __post_init__(self) -> None:
+        # C order: a row vector times a transposed (Fortran-order) matrix takes twice as long.
+        self.weight = np.ascontiguousarray(self.weight, dtype=np.float32)
+        self.bias = np.ascontiguousarray(self.bias, dtype=np.float32)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation '{self.activation}'; expected one of {sorted(ACTIVATIONS)}.")
 
@@ -105,12 +108,13 @@ class LeanPolicy:
         self._mean, self._std = np.concatenate(means), np.concatenate(stds)
         self._clip = np.concatenate(clips)
         if self.goal_error_scales:
-            # GoalErrorExtractor's layout: [error / scale_0, error / scale_1, ...], error = desired - achieved
-            starts = dict(zip(names, np.cumsum([0, *self.input_sizes[:-1]])))
-            goal_size, n_scales = sizes["desired_goal"], len(self.goal_error_scales)
-            self._desired = np.tile(starts["desired_goal"] + np.arange(goal_size), n_scales)
-            self._achieved = np.tile(starts["achieved_goal"] + np.arange(goal_size), n_scales)
-            self._inverse_scales = np.repeat(1.0 / np.asarray(self.goal_error_scales, dtype=np.float32), goal_size)
+            # GoalErrorExtractor's layout: [error / scale_0, error / scale_1, ...], error = desired - achieved;
+            # the two goals are contiguous in the concatenated inputs, so slices (views) pick them.
+            starts = dict(zip(names, np.cumsum([0, *self.input_sizes[:-1]]).tolist()))
+            goal_size = sizes["desired_goal"]
+            self._desired = slice(starts["desired_goal"], starts["desired_goal"] + goal_size)
+            self._achieved = slice(starts["achieved_goal"], starts["achieved_goal"] + goal_size)
+            self._inverse_scales = (1.0 / np.asarray(self.goal_error_scales, dtype=np.float32)).reshape(-1, 1)
         self._unit_actions = bool(np.all(self.action_low == -1.0) and np.all(self.action_high == 1.0))
         self._activations = [ACTIVATIONS[layer.activation] for layer in self.layers]
 
@@ -128,24 +132,23 @@ class LeanPolicy:
             if not isinstance(observation, dict):
                 raise TypeError(f"this policy takes a dict observation with keys {self.keys}, got {type(observation)}.")
             single = np.ndim(observation[self.keys[0]]) <= 1
-            inputs = np.concatenate(
-                [
-                    np.reshape(observation[key], (1 if single else -1, size))
-                    for key, size in zip(self.keys, self.input_sizes)
-                ],
-                axis=1,
-            )
+            if single:
+                x = np.concatenate([np.ravel(observation[key]) for key in self.keys])[None]
+            else:
+                x = np.concatenate([np.reshape(observation[key], (len(observation[key]), -1)) for key in self.keys], 1)
         else:
             single = np.ndim(observation) <= 1
-            inputs = np.reshape(observation, (1 if single else -1, self.input_sizes[0]))
+            x = np.reshape(observation, (1 if single else -1, self.input_sizes[0]))
         if self._normalised:  # in float64, as VecNormalize
-            inputs = np.clip((inputs - self._mean) / self._std, -self._clip, self._clip)
-        x = inputs.astype(np.float32)
+            x = np.clip((x - self._mean) / self._std, -self._clip, self._clip)
+        x = x.astype(np.float32, copy=False)
         if self.goal_error_scales:
-            goal_errors = np.tanh((x[:, self._desired] - x[:, self._achieved]) * self._inverse_scales)
-            x = np.concatenate([x, goal_errors], axis=1)
+            errors = (x[:, self._desired] - x[:, self._achieved])[:, None, :] * self._inverse_scales
+            x = np.concatenate((x, np.tanh(errors.reshape(len(x), -1))), axis=1)
         for layer, activation in zip(self.layers, self._activations):
-            x = activation(x @ layer.weight + layer.bias)
+            x = x @ layer.weight
+            x += layer.bias
+            x = activation(x)
         if not self._unit_actions:
             x = self.action_low + 0.5 * (x + 1.0) * (self.action_high - self.action_low)
         return x[0] if single else x

@@ -120,6 +120,25 @@ def test_policy_eval_keeps_the_jacobian_file_and_logs_to_the_run(run_dir: Path) 
     assert [p.name.rsplit("-", 1)[1] for p in new] == [run_id]
 
 
+def test_one_table_for_a_list_of_controllers(run_dir: Path) -> None:
+    result = run_evaluate(
+        run_dir.parent, f"run={run_dir}", "controller=[policy,jacobian,fabrik]", "n_episodes=2", "wandb.mode=disabled"
+    )
+    check_ok(result)
+    table = read_json(run_dir / "eval_table.json")
+    assert list(table["controllers"]) == ["policy", "jacobian", "fabrik"] and table["goal_seed"] == 1_000_003
+    assert table["controllers"]["fabrik"]["solve_time_us_mean"] > 0  # FABRIK's IK solve, timed
+    assert table["controllers"]["policy"]["solve_time_us_mean"] is None  # a policy solves no IK
+    with open(run_dir / "eval_table.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["controller"] for row in rows] == ["policy", "jacobian", "fabrik"]
+    assert {row["success_rate"] for row in rows} <= {"0.0", "0.5", "1.0"}
+    header = next(line for line in result.stdout.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "policy", "jacobian", "fabrik"]
+    bad = run_evaluate(run_dir.parent, f"run={run_dir}", "controller=[policy,fabrick]", "wandb.mode=disabled")
+    assert bad.returncode == 2 and "unknown controller 'fabrick'" in bad.stderr
+
+
 def test_export_writes_a_numpy_and_an_onnx_policy_that_act_like_the_model(run_dir: Path) -> None:
     result = run_evaluate(run_dir.parent, f"run={run_dir}", "export=true", "model=final", "wandb.mode=disabled")
     check_ok(result)
