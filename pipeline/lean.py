@@ -93,28 +93,31 @@ class LeanPolicy:
         self._prepare()
 
     def _prepare(self) -> None:
-        """The per-call work laid out once over the concatenated inputs, so that one observation costs a
-        few numpy calls: normalisation as four arrays (identity where a key is not normalised), the goal
-        error as index arrays, the action rescaling skipped when the action space is [-1, 1]."""
+        """The per-call work laid out once, so that one observation costs a few numpy calls: the
+        normalisation as four arrays over the concatenated inputs (identity where a key is not normalised),
+        the action rescaling skipped when the action space is [-1, 1]."""
         names = self.keys or [""]
         sizes = dict(zip(names, self.input_sizes))
+        if self.goal_error_scales and {"achieved_goal", "desired_goal"} & set(self.normalization):
+            # The config refuses this pairing too (goal-error scales are lengths in metres).
+            raise ValueError(
+                "goal-error features on normalised goals do not convert; train with normalize_goals=false."
+            )
         means, stds, clips = [], [], []
         for name in names:
             norm = self.normalization.get(name)
             means.append(norm.mean.reshape(-1) if norm else np.zeros(sizes[name]))
             stds.append(np.sqrt(norm.var.reshape(-1) + norm.epsilon) if norm else np.ones(sizes[name]))
             clips.append(np.full(sizes[name], norm.clip if norm else np.inf))
+        n_goal_features = len(self.goal_error_scales) * sizes.get("desired_goal", 0)  # appended, not normalised
+        means.append(np.zeros(n_goal_features))
+        stds.append(np.ones(n_goal_features))
+        clips.append(np.full(n_goal_features, np.inf))
         self._normalised = bool(self.normalization)
         self._mean, self._std = np.concatenate(means), np.concatenate(stds)
         self._clip = np.concatenate(clips)
-        if self.goal_error_scales:
-            # GoalErrorExtractor's layout: [error / scale_0, error / scale_1, ...], error = desired - achieved;
-            # the two goals are contiguous in the concatenated inputs, so slices (views) pick them.
-            starts = dict(zip(names, np.cumsum([0, *self.input_sizes[:-1]]).tolist()))
-            goal_size = sizes["desired_goal"]
-            self._desired = slice(starts["desired_goal"], starts["desired_goal"] + goal_size)
-            self._achieved = slice(starts["achieved_goal"], starts["achieved_goal"] + goal_size)
-            self._inverse_scales = (1.0 / np.asarray(self.goal_error_scales, dtype=np.float32)).reshape(-1, 1)
+        # GoalErrorExtractor's layout: [error / scale_0, error / scale_1, ...] for error = desired - achieved.
+        self._inverse_scales = (1.0 / np.asarray(self.goal_error_scales, dtype=np.float32)).reshape(-1, 1)
         self._unit_actions = bool(np.all(self.action_low == -1.0) and np.all(self.action_high == 1.0))
         self._activations = [ACTIVATIONS[layer.activation] for layer in self.layers]
 
@@ -132,19 +135,22 @@ class LeanPolicy:
             if not isinstance(observation, dict):
                 raise TypeError(f"this policy takes a dict observation with keys {self.keys}, got {type(observation)}.")
             single = np.ndim(observation[self.keys[0]]) <= 1
-            if single:
-                x = np.concatenate([np.ravel(observation[key]) for key in self.keys])[None]
-            else:
-                x = np.concatenate([np.reshape(observation[key], (len(observation[key]), -1)) for key in self.keys], 1)
+            parts = [observation[key] for key in self.keys]
+            if not single:
+                parts = [np.reshape(part, (len(part), -1)) for part in parts]
         else:
             single = np.ndim(observation) <= 1
-            x = np.reshape(observation, (1 if single else -1, self.input_sizes[0]))
+            parts = [np.reshape(observation, -1 if single else (len(observation), -1))]
+        if self.goal_error_scales:  # from the goals as given: they are never normalised here (_prepare)
+            error = np.subtract(observation["desired_goal"], observation["achieved_goal"], dtype=np.float32)
+            scaled = error[..., None, :] * self._inverse_scales  # (..., n_scales, goal_size)
+            parts.append(np.tanh(scaled.reshape(*error.shape[:-1], -1)))
+        x = np.concatenate(parts, axis=-1)
         if self._normalised:  # in float64, as VecNormalize
             x = np.clip((x - self._mean) / self._std, -self._clip, self._clip)
         x = x.astype(np.float32, copy=False)
-        if self.goal_error_scales:
-            errors = (x[:, self._desired] - x[:, self._achieved])[:, None, :] * self._inverse_scales
-            x = np.concatenate((x, np.tanh(errors.reshape(len(x), -1))), axis=1)
+        if single:
+            x = x[None]  # a row times a matrix: faster than numpy's vector-matrix product
         for layer, activation in zip(self.layers, self._activations):
             x = x @ layer.weight
             x += layer.bias
