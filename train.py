@@ -50,6 +50,7 @@ from pipeline.factory import (
     sb3_algo_kwargs,
     torch_thread_count,
 )
+from pipeline.interrupts import Interrupted, SignalStop, StopOnSignal
 from pipeline.tracking import (
     ContinuedCSVOutputFormat,
     LineOutputFormat,
@@ -62,6 +63,7 @@ register_configs()
 # A resumed run writes into its own directory and keeps its original .hydra/config.yaml.
 OmegaConf.register_new_resolver("run_dir_or_resume", lambda resume, default: resume or default)
 OmegaConf.register_new_resolver("hydra_subdir", lambda resume: ".hydra_resume" if resume else ".hydra")
+SIGNAL_STOP = SignalStop()  # installed by __main__: SIGINT/SIGTERM end training with a checkpoint
 
 
 def learn_seconds(model: BaseAlgorithm, before: float) -> float:
@@ -269,6 +271,10 @@ def check_resume_argument(argv: list[str]) -> str | None:
             return (
                 f"resume={value}: {what}; pass the directory of an earlier run, e.g. resume=outputs/<date>/<time>_..."
             )
+        try:  # refused before Hydra writes its resume files into the run directory
+            checkpoints.RunLock.check_free(Path(value))
+        except checkpoints.RunInUse as error:
+            return str(error)
     return None
 
 
@@ -289,10 +295,17 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return train(cfg, run_dir, multirun)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad input found before training: say it in one line, leave no half-made run directory.
-        if not cfg.resume and not (run_dir / "checkpoints").exists():
+        # One trainer per run directory: a second one (say, a resume= typed twice) is refused untouched.
+        with checkpoints.RunLock(run_dir):
+            return train(cfg, run_dir, multirun)
+    except Interrupted as interrupted:
+        print(interrupted_line(interrupted, run_dir), file=sys.stderr, flush=True)
+        sys.exit(interrupted.exit_code)
+    except (ValueError, FileNotFoundError, checkpoints.RunInUse) as error:
+        # Bad input found before training: say it in one line, leave no half-made run directory (but never
+        # remove a directory another process is training in).
+        in_use = isinstance(error, checkpoints.RunInUse)
+        if not in_use and not cfg.resume and not (run_dir / "checkpoints").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         if multirun:
             # The launcher records the failure and runs the other jobs; the sweep exits non-zero at the end.
@@ -306,7 +319,24 @@ def main(cfg: DictConfig) -> float:
         raise
 
 
+def interrupted_line(interrupted: Interrupted, run_dir: Path) -> str:
+    """What a signal left behind and how to go on, in one line."""
+    resume = f"continue with: python train.py resume={run_dir}"
+    if interrupted.checkpoint is not None:
+        step = checkpoints.read_state(interrupted.checkpoint)["num_timesteps"]
+        return f"interrupted at step {step} ({interrupted.name}): checkpoint saved; {resume}"
+    latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        return f"interrupted ({interrupted.name}) before the first checkpoint: nothing saved; start the run again."
+    step = checkpoints.read_state(latest)["num_timesteps"]
+    return f"interrupted ({interrupted.name}); the newest checkpoint is at step {step}; {resume}"
+
+
 def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
+    # Leftovers of writes cut short by a dead trainer or evaluation; under the run lock, so no live writer's.
+    for directory in (run_dir, run_dir / "checkpoints"):
+        checkpoints.remove_stale_temporaries(directory)
+
     # 1. Configuration: a resumed run continues with its own config.
     latest, changed = None, {}
     if cfg.resume:
@@ -374,6 +404,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     checkpointing = Checkpointing(cfg, run_dir, run.id if run else None, evaluation, curriculum, average)
     callbacks = ([evaluation] if cfg.eval.freq > 0 else []) + ([curriculum] if curriculum else [])
     callbacks += ([ActorAveraging(average)] if average else []) + [checkpointing]  # averaged before it is saved
+    # First: a stop counts its step back before the others see it (no evaluation at a step not kept).
+    callbacks.insert(0, StopOnSignal(SIGNAL_STOP))
     start_steps = model.num_timesteps
     model.learn(
         total_timesteps=max(cfg.total_timesteps - model.num_timesteps, 0),
@@ -383,7 +415,12 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         progress_bar=interactive,
     )
     seconds = learn_seconds(model, learn_seconds_before)  # rollouts, updates, callbacks
-    checkpointing.save()  # the last actor, to resume from
+    last_checkpoint = checkpointing.save()  # the last actor, to resume from
+    if SIGNAL_STOP.signum is not None:  # stopped by a signal: keep what was learnt and how to go on
+        if run:
+            run.finish(exit_code=Interrupted(SIGNAL_STOP.signum).exit_code)  # flushes the history to disk
+        env.close()
+        raise Interrupted(SIGNAL_STOP.signum, last_checkpoint)
     if average and average.count:
         average.apply(model.policy.actor)
         print(f"final model: the mean of {average.count} actors from step {average.first_step} on", flush=True)
@@ -427,17 +464,27 @@ def config_error_line(error: BaseException) -> str:
     return f"{message}; fix the override (python train.py --cfg job shows every key and value)."
 
 
+def run_main() -> None:
+    """``main`` with Hydra's composition errors as one line (unless the user asked for Hydra's reports)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises composition errors instead of printing them
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException) as error:
+        print(f"error: {config_error_line(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     # Hydra makes the run directory (resume= reuses it) before main runs: check resume= first.
     if problem := check_resume_argument(sys.argv[1:]):
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's full reports
-        main()
-    else:
-        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises composition errors instead of printing them
-        try:
-            main()
-        except (ConfigCompositionException, OverrideParseException) as error:
-            print(f"error: {config_error_line(error)}", file=sys.stderr)
-            sys.exit(2)
+    SIGNAL_STOP.install()
+    try:
+        run_main()
+    except Interrupted as interrupted:  # a signal while Hydra composes, before main() has a run directory
+        print(f"interrupted ({interrupted.name}) before training started: nothing saved.", file=sys.stderr)
+        sys.exit(interrupted.exit_code)

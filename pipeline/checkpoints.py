@@ -1,11 +1,14 @@
 """Crash-safe checkpoints: each is a directory written under a temporary name, fsynced, then renamed.
 
 A rename is atomic, so ``checkpoints/step_<N>/`` either exists whole or not at all; a crash
-mid-write leaves only a ``.tmp-*`` directory, which is ignored and cleaned up.
+mid-write leaves only a ``.tmp-<pid>-*`` directory, which readers ignore. Readers never delete: the
+temporary may belong to a trainer still writing it. Only its owner removes it, or the next trainer of
+the run once the owner pid is dead (``remove_stale_temporaries``, under the run's ``RunLock``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +28,7 @@ REPLAY_FILE = "replay_buffer.pkl"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
 AVERAGE_FILE = "actor_average.pt"  # pipeline.averaging.ActorAverage, when the run averages its actor
 STATE_FILE = "state.json"  # written last: its presence marks a complete checkpoint
+LOCK_FILE = ".lock"  # in the run directory: holds the pid of the process training it
 
 
 def fsync_tree(path: Path) -> None:
@@ -151,11 +155,91 @@ def complete_checkpoints(directory: Path) -> list[Path]:
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
-    """The newest complete checkpoint, or None; removes leftovers of interrupted writes."""
-    for leftover in Path(directory).glob(".tmp-*") if Path(directory).is_dir() else []:
-        shutil.rmtree(leftover, ignore_errors=True)
+    """The newest complete checkpoint, or None. Reads only: ``.tmp-*`` leftovers are the writer's business."""
     checkpoints = complete_checkpoints(directory)
     return checkpoints[-1] if checkpoints else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the ``.tmp-<pid>-*`` files and directories in ``directory`` whose owner pid is dead; return them.
+
+    A live owner (a trainer, or an evaluation writing its JSON) is still writing its temporary: kept.
+    """
+    removed = []
+    for leftover in Path(directory).glob(".tmp-*") if Path(directory).is_dir() else []:
+        owner = leftover.name.split("-")[1]
+        if owner.isdigit() and pid_alive(int(owner)):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
+class RunInUse(Exception):
+    """Another live process trains in this run directory."""
+
+    def __init__(self, run_dir: Path, lock_file: Any) -> None:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "?"  # "?": the holder has not written its pid yet
+        super().__init__(
+            f"run {run_dir} is in use by pid {holder} (train.py); wait for it to finish or stop it "
+            f"(kill -INT {holder} saves a checkpoint), then resume."
+        )
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run dir>/.lock``, held until the ``with`` block ends or the process dies.
+
+    The kernel drops a flock when its holder dies, however it dies, so a stale lock is never in the way.
+    The file keeps the holder's pid, for the refusal message only.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        # "a+": creates the file if needed and leaves the holder's pid in place if the lock is refused.
+        self.file = open(Path(run_dir) / LOCK_FILE, "a+")  # noqa: SIM115  (held open until __exit__)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            error = RunInUse(run_dir, self.file)
+            self.file.close()
+            raise error from None
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+
+    @staticmethod
+    def check_free(run_dir: Path) -> None:
+        """Raise ``RunInUse`` if a live process holds the run's lock; takes and writes nothing.
+
+        For a check before Hydra writes into the run directory; ``RunLock`` itself still decides.
+        """
+        if not (Path(run_dir) / LOCK_FILE).is_file():
+            return
+        with open(Path(run_dir) / LOCK_FILE) as file:
+            try:  # a shared lock: refused while a trainer holds the exclusive one
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunInUse(run_dir, file) from None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.file.close()  # closing drops the flock
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from tests.conftest import (
     run_train,
     run_train_many,
     train_env,
+    wandb_history,
     wandb_summary,
 )
 
@@ -155,8 +156,9 @@ def test_kill_9_at_several_moments_then_resume(tmp_path: Path) -> None:
         training.kill()
         steps = check_checkpoints_on_disk(run_dir, env)
         assert steps and all(s % KILL_FREQ == 0 for s in steps) and len(steps) <= 3
+        leftovers = tmp_dirs()
         latest = checkpoints.latest_checkpoint(ckpt_dir)
-        assert step_of(latest) == steps[-1] and not tmp_dirs()  # leftovers cleaned by the reader
+        assert step_of(latest) == steps[-1] and tmp_dirs() == leftovers  # readers never delete
         ids = {checkpoints.read_state(latest)["wandb_run_id"], read_json(run_dir / "run.json")["wandb_run_id"]}
         assert len(ids) == 1 and (run_id is None or ids == {run_id})
         run_id = ids.pop()
@@ -166,6 +168,7 @@ def test_kill_9_at_several_moments_then_resume(tmp_path: Path) -> None:
     assert training.finish() == 0, "\n".join(training.lines)
     assert training.resumed_at() == f"resumed from {latest} at step {step_of(latest)}"
     assert check_checkpoints_on_disk(run_dir, env) == [KILL_TOTAL - KILL_FREQ, KILL_TOTAL]
+    assert not tmp_dirs()  # the killed runs' leftovers, removed by the next trainer (their owners are dead)
     assert read_json(run_dir / "metrics.json")["num_timesteps"] == KILL_TOTAL
     assert {p.name.rsplit("-", 1)[1] for p in offline_run_dirs(run_dir)} == {run_id}
     assert len(survived) == len(kill_points)
@@ -174,20 +177,123 @@ def test_kill_9_at_several_moments_then_resume(tmp_path: Path) -> None:
 
 
 def test_checkpoint_write_is_atomic_in_process(tmp_path: Path) -> None:
-    """A leftover ``.tmp-*`` directory (a write cut short) is never taken as a checkpoint, and is removed."""
+    """A leftover ``.tmp-*`` directory (a write cut short) is never taken as a checkpoint; readers leave it,
+    the writer's clean-up removes it once its owner pid is dead, and never a live process's."""
     cfg = compose_train_config(TINY_IN_PROCESS)
     model = make_model(cfg, make_training_env(cfg.env, 1, 0))
     model.learn(60)
     first = checkpoints.save_checkpoint(tmp_path, model, {"wandb_run_id": "x"}, keep=2)
-    half = tmp_path / ".tmp-123-step_000000000120"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    half = tmp_path / f".tmp-{int(dead.stdout)}-step_000000000120"
     shutil.copytree(first, half)
     (half / checkpoints.STATE_FILE).unlink()
     truncated = tmp_path / "step_000000000180"  # a (hypothetical) torn rename target: truncated zip
     shutil.copytree(first, truncated)
     data = (truncated / checkpoints.MODEL_FILE).read_bytes()
     (truncated / checkpoints.MODEL_FILE).write_bytes(data[: len(data) // 2])
+    live = [tmp_path / f".tmp-{pid}-step_000000000120" for pid in (os.getpid(), os.getppid())]
+    for directory in live:
+        shutil.copytree(half, directory)
     assert checkpoints.latest_checkpoint(tmp_path) == first
-    assert not half.exists()
+    assert half.exists()
+    assert checkpoints.remove_stale_temporaries(tmp_path) == [half]
+    assert all(directory.exists() for directory in live)
+
+
+# --- concurrent readers and trainers, signals ---------------------------------------------------------
+
+
+def overridden(base: list[str], *overrides: str) -> list[str]:
+    """``base`` with the keys of ``overrides`` replaced (Hydra refuses a key given twice)."""
+    keys = tuple(o.split("=", 1)[0] + "=" for o in overrides)
+    return [*(o for o in base if not o.startswith(keys)), *overrides]
+
+
+def test_reader_polling_the_latest_checkpoint_never_breaks_training(tmp_path: Path) -> None:
+    """What ``evaluate.py model=latest`` does (look up the latest checkpoint, load its model), in a loop
+    beside a run that checkpoints every 25 steps: the trainer finishes and every ``step_*`` is complete."""
+    run_dir = tmp_path / "run"
+    env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
+    training = Training(
+        tmp_path, *overridden(KILL_RUN, "checkpoint.freq=25", "total_timesteps=300"), f"hydra.run.dir={run_dir}"
+    )
+    loaded = set()
+    while training.process.poll() is None:
+        latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+        # A checkpoint pruned (keep=2) between the lookup and the load is gone for the reader: expected.
+        with contextlib.suppress(FileNotFoundError):
+            loaded.add(DDPG.load(latest / checkpoints.MODEL_FILE, env=env).num_timesteps if latest else 0)
+    assert training.finish() == 0, "\n".join(training.lines)
+    assert check_checkpoints_on_disk(run_dir, env) == [275, 300]
+    assert len(loaded - {0}) >= 3, loaded  # the reader did see the checkpoints come and go
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+    env.close()
+
+
+def test_second_trainer_of_a_run_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    """Two ``resume=`` of one run at once: the second exits 2 with one line naming the first's pid and
+    touches nothing; the first finishes normally."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    first = Training(tmp_path, f"resume={run_dir}", "total_timesteps=600")
+    first.wait_for(lambda: first.resumed_at() is not None)  # the lock is taken before this line
+    before = {str(p): p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    second = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=600", "algo.learning_rate=0.01")
+    assert first.process.poll() is None, "the first trainer ended before the second was refused"
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert error_lines(second.stderr) == [
+        f"error: run {run_dir} is in use by pid {first.process.pid} (train.py); wait for it to finish or stop "
+        f"it (kill -INT {first.process.pid} saves a checkpoint), then resume."
+    ]
+    # Refused before Hydra wrote its resume files: the second's learning rate is nowhere on disk.
+    touched = [p for p, mtime in before.items() if Path(p).stat().st_mtime_ns != mtime and ".hydra_resume" in p]
+    assert touched == [] and "0.01" not in (run_dir / ".hydra_resume" / "overrides.yaml").read_text()
+    assert (run_dir / ".lock").read_text() == f"{first.process.pid}\n"
+    assert first.finish() == 0, "\n".join(first.lines)
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 600
+    assert len(offline_run_dirs(run_dir)) == 2  # the original run and the first resume: no third segment
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_a_checkpoint_at_the_current_step(tmp_path: Path, signum: signal.Signals) -> None:
+    """SIGTERM (SLURM's preemption) or SIGINT (Ctrl-C) mid-run: a complete checkpoint at the step of the
+    signal, the wandb history up to it, one line saying how to go on, exit 128 + signal; resume= finishes."""
+    run_dir = tmp_path / "run"
+    env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
+    run = [*overridden(KILL_RUN, "total_timesteps=200"), "log_interval=1"]  # a [step N] line per episode
+    training = Training(tmp_path, *run, f"hydra.run.dir={run_dir}")
+
+    def logged_step() -> int:
+        return max(
+            (int(line.split("]")[0].split()[1]) for line in training.lines if line.startswith("[step ")), default=0
+        )
+
+    training.wait_for(lambda: logged_step() > KILL_FREQ)  # past the first periodic checkpoint
+    os.kill(training.process.pid, signum)
+    assert training.finish() == 128 + signum, "\n".join(training.lines)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(training.process.pid, signal.SIGKILL)  # what may be left of the wandb service
+    assert not any("Traceback" in line for line in training.lines)
+    stops = [line for line in training.lines if line.startswith("interrupted")]
+    steps = check_checkpoints_on_disk(run_dir, env)
+    assert steps[-1] >= logged_step() > KILL_FREQ  # at the signal, past the periodic checkpoint before it
+    assert stops == [
+        f"interrupted at step {steps[-1]} ({signum.name}): checkpoint saved; "
+        f"continue with: python train.py resume={run_dir}"
+    ]
+    (segment,) = offline_run_dirs(run_dir)
+    logged = [row["global_step"] for row in wandb_history(segment)]
+    assert logged == sorted(logged) and logged_step() <= logged[-1] <= steps[-1]
+
+    resumed = Training(tmp_path, *run, f"resume={run_dir}")
+    assert resumed.finish() == 0, "\n".join(resumed.lines)
+    assert (
+        resumed.resumed_at() == f"resumed from {run_dir / 'checkpoints' / f'step_{steps[-1]:012d}'} at step {steps[-1]}"
+    )
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 200
+    later = [row["global_step"] for row in wandb_history(offline_run_dirs(run_dir)[1])]
+    assert later and min(later) > steps[-1]  # the resumed segment continues the history after the signal
+    env.close()
 
 
 # --- sweep resilience ---------------------------------------------------------------------------------
@@ -482,8 +588,9 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
 EVALUATE_CASES = {"evaluating a checkpoint on an env with other spaces"}  # evaluate.py, not train.py
 
 
-def hydra_file(path: Path) -> bool:
-    return path.name == "train.log" or ".hydra_resume" in path.parts
+def bookkeeping_file(path: Path) -> bool:
+    """Written before the checks can refuse a resume: Hydra's log and resume config, and the run's lock."""
+    return path.name in ("train.log", checkpoints.LOCK_FILE) or ".hydra_resume" in path.parts
 
 
 @pytest.fixture(scope="module")
@@ -526,6 +633,6 @@ def test_bad_input_exits_with_one_clear_line(name: str, bad_input_results: dict[
     # Nothing made or changed: no new run directory, no file of an old run touched.
     assert not (case_dir / "run").exists() and not (case_dir / "outputs").exists()
     assert not (case_dir / "gone").exists()
-    # (A resume's Hydra log and .hydra_resume/ are written before train.py runs: not run files.)
-    after = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file() and not hydra_file(p)}
+    # (A resume's Hydra log, .hydra_resume/ and .lock are written before train.py's checks: not run files.)
+    after = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file() and not bookkeeping_file(p)}
     assert {k: v for k, v in after.items() if k not in before or before[k] != v} == {}

@@ -1,0 +1,74 @@
+"""SIGINT (Ctrl-C) and SIGTERM (SLURM's preemption and time limit): stop training at the current step.
+
+While ``learn()`` runs, the first signal only sets a flag; ``StopOnSignal`` ends ``learn()`` at the next
+env step and the trainer then saves a checkpoint there. Anywhere else (start-up, the final evaluation)
+and for a second signal, the handler raises ``Interrupted`` at once: nothing half-done is worth waiting for.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """A stop by signal, with the checkpoint saved at the stop if any. A BaseException, like
+    KeyboardInterrupt: no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int, checkpoint: Path | None = None) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.checkpoint = signum, checkpoint
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class SignalStop:
+    """The process's SIGINT/SIGTERM handler; ``deferring`` while training can stop at a step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the signal that asked training to stop
+        self.deferring = False
+
+    def install(self) -> None:
+        for signum in SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.deferring and self.signum is None:
+            self.signum = signum
+            return
+        raise Interrupted(signum)
+
+
+class StopOnSignal(BaseCallback):
+    """Ends ``learn()`` at the first env step after a signal, leaving the model at a consistent step."""
+
+    def __init__(self, stop: SignalStop) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_training_start(self) -> None:
+        self.stop.deferring = True
+
+    def _on_training_end(self) -> None:
+        self.stop.deferring = False
+
+    def _on_step(self) -> bool:
+        if self.stop.signum is None:
+            return True
+        # SB3 calls on_step after counting the env step but before storing its transition and next
+        # observation; stopping there skips both, so count the step back: the model, its replay buffer
+        # and its last observation then agree on the step a checkpoint records.
+        self.model.num_timesteps -= self.training_env.num_envs
+        return False
