@@ -65,6 +65,8 @@ CLASSICAL = {
 }
 CONTROLLERS = ("policy", *CLASSICAL)
 MODELS = {"best": "best_model.zip", "final": "final_model.zip"}  # and "latest": the newest checkpoint
+# The keys of an eval_<controller>.json that say what was evaluated; the others summarise how it went.
+REPORT_CONTEXT = ("controller", "checkpoint", "env", "goal_seed", "episodes")
 # Rows of the printed table: (summary key, label, format).
 TABLE = [
     ("success_rate", "success rate", "{:.1%}"),
@@ -274,16 +276,19 @@ def controller_for(cfg: DictConfig, name: str, run_dir: Path, train_cfg: DictCon
 
 
 def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Evaluate each of ``cfg.controller`` on one run's goals: eval_<controller>.json each, plots, video,
-    the table of every controller evaluated on these goals (eval_table.json and .csv), wandb; returns
-    controller -> summary."""
+    """Evaluate each of ``cfg.controller`` on one run's goals and print the table of every controller
+    evaluated on these goals; then write eval_<controller>.json each and the table (eval_table.json and
+    .csv), log to wandb; returns controller -> summary. Plots and video go beside them when asked for."""
     train_cfg = run_config(run_dir, cfg.env)
     goal_seed = train_cfg.eval.goal_seed if cfg.goal_seed is None else cfg.goal_seed
-    summaries, media = {}, {}
+    reports, media = {}, {}
     for name in controller_names(cfg):
-        summaries[name], media[name] = evaluate_controller(cfg, name, run_dir, train_cfg, goal_seed)
+        reports[name], media[name] = evaluate_controller(cfg, name, run_dir, train_cfg, goal_seed)
         print(f"{run_dir}: {train_cfg.env.id}, {name} on {cfg.n_episodes} goals from seed {goal_seed}")
-    print(comparison_table(run_dir, goal_seed, cfg.n_episodes))
+    table = comparison_table(run_dir, goal_seed, cfg.n_episodes, reports)
+    print(format_table(["metric", *table["controllers"]], table_rows(table)))  # before any write can fail
+    save_evaluation(run_dir, reports, table)
+    summaries = {name: {k: v for k, v in r.items() if k not in REPORT_CONTEXT} for name, r in reports.items()}
     log_to_wandb(cfg, train_cfg, run_dir, summaries, media)
     return summaries
 
@@ -291,7 +296,7 @@ def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
 def evaluate_controller(
     cfg: DictConfig, name: str, run_dir: Path, train_cfg: DictConfig, goal_seed: int
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """One controller on the run's goals: writes eval_<name>.json (and plots, video); (summary, media files)."""
+    """One controller on the run's goals: (its eval_<name>.json contents, the plots and video it wrote)."""
     env = make_env(train_cfg.env)
     try:
         if name == "policy":
@@ -319,7 +324,6 @@ def evaluate_controller(
         "episodes": episode_rows(results),
     }
     stem = f"eval_{name}"
-    checkpoints.atomic_write_json(run_dir / f"{stem}.json", report)
 
     dt, threshold = env.unwrapped.dt, train_cfg.env.success_threshold
     media: dict[str, Path] = {}
@@ -335,7 +339,7 @@ def evaluate_controller(
             media["video"] = record_episodes(render_env, controller, seeds, run_dir / f"{stem}.mp4")
         finally:
             render_env.close()
-    return summary, media
+    return report, media
 
 
 def export_run(cfg: DictConfig, run_dir: Path) -> None:
@@ -365,23 +369,55 @@ def export_run(cfg: DictConfig, run_dir: Path) -> None:
         print(f"policy.onnx not written: {error}")
 
 
-def comparison_table(run_dir: Path, goal_seed: int, n_episodes: int) -> str:
-    """Every eval_<controller>.json of the run on these goals, side by side; also written as eval_table.json
-    (metric -> controller -> value) and eval_table.csv (one row per controller)."""
-    reports = {}
+def comparison_table(
+    run_dir: Path, goal_seed: int, n_episodes: int, reports: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """``reports`` beside the run's other eval_<controller>.json on the same goals: {"goal_seed", "metrics":
+    the table's metric keys, "controllers": controller -> metric -> value (None where it has none)}."""
+    merged = {}
     for name in CONTROLLERS:
         path = run_dir / f"eval_{name}.json"
-        if path.is_file():
-            report = json.loads(path.read_text())
+        if name in reports:
+            merged[name] = reports[name]
+        elif path.is_file():
+            report = checkpoints.read_json(path)
             if report["goal_seed"] == goal_seed and report["n_episodes"] == n_episodes:
-                reports[name] = report
-    shown = [(key, label, fmt) for key, label, fmt in TABLE if any(key in r for r in reports.values())]
-    values = {name: {key: r.get(key) for key, _, _ in shown} for name, r in reports.items()}
-    checkpoints.atomic_write_json(run_dir / "eval_table.json", {"goal_seed": goal_seed, "controllers": values})
-    table = [["controller", *(key for key, _, _ in shown)], *([name, *row.values()] for name, row in values.items())]
-    checkpoints.atomic_write(run_dir / "eval_table.csv", lambda tmp: write_csv(tmp, table))
-    rows = [[label, *(fmt.format(r[key]) if key in r else "-" for r in reports.values())] for key, label, fmt in shown]
-    return format_table(["metric", *reports], rows)
+                merged[name] = report
+    metrics = [key for key, _, _ in TABLE if any(key in r for r in merged.values())]
+    values = {name: {key: r.get(key) for key in metrics} for name, r in merged.items()}
+    return {"goal_seed": goal_seed, "metrics": metrics, "controllers": values}
+
+
+def table_rows(table: dict[str, Any]) -> list[list[str]]:
+    """The printed rows of a ``comparison_table``: one per metric, one column per controller."""
+    formats = {key: (label, fmt) for key, label, fmt in TABLE}
+    return [
+        [
+            formats[key][0],
+            *("-" if r[key] is None else formats[key][1].format(r[key]) for r in table["controllers"].values()),
+        ]
+        for key in table["metrics"]
+    ]
+
+
+def save_evaluation(run_dir: Path, reports: dict[str, dict[str, Any]], table: dict[str, Any]) -> None:
+    """eval_<controller>.json for each report, and the table as eval_table.json and .csv; a write that fails
+    (read-only directory, full disk) is one line naming its file."""
+    csv_rows = [["controller", *table["metrics"]], *([n, *r.values()] for n, r in table["controllers"].items())]
+    path = run_dir
+    try:
+        for name, report in reports.items():
+            path = run_dir / f"eval_{name}.json"
+            checkpoints.atomic_write_json(path, report)
+        path = run_dir / "eval_table.json"
+        checkpoints.atomic_write_json(path, table)
+        path = run_dir / "eval_table.csv"
+        checkpoints.atomic_write(path, lambda tmp: write_csv(tmp, csv_rows))
+    except OSError as error:
+        raise OSError(
+            f"cannot write {path} ({error.strerror}): the results above are not saved; make {run_dir} writable, "
+            "or copy the run directory and evaluate the copy."
+        ) from None
 
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
@@ -410,7 +446,7 @@ def log_to_wandb(
     wandb_cfg = OmegaConf.merge(
         OmegaConf.structured(WandbConfig), train_cfg.get("wandb", {}), OmegaConf.from_dotlist(given).get("wandb", {})
     )
-    run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    run_info = checkpoints.read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     run_id = run_info.get("wandb_run_id")
     config = None if run_id else OmegaConf.to_container(train_cfg, resolve=True)
     run = init_run(wandb_cfg, config, str(run_dir), run_id, run_info.get("wandb_group") or None, job_type="eval")
@@ -483,7 +519,7 @@ def main(cfg: DictConfig) -> None:
             export_run(cfg, run_dir)
         else:
             evaluate_run(cfg, run_dir)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

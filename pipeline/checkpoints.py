@@ -242,8 +242,18 @@ class RunLock:
         self.file.close()  # closing drops the flock
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's contents; a truncated or corrupt file is a ValueError that names it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error.msg}, line {error.lineno}); restore it, or delete it to start it anew."
+        ) from None
+
+
 def read_state(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+    return read_json(Path(checkpoint) / STATE_FILE)
 
 
 def load_vec_normalize(path: Path, venv: Any) -> VecNormalize | None:

@@ -139,6 +139,26 @@ def test_one_table_for_a_list_of_controllers(run_dir: Path) -> None:
     assert bad.returncode == 2 and "unknown controller 'fabrick'" in bad.stderr
 
 
+def test_unwritable_results_and_corrupt_files_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+    """The table is printed before anything is written; a write or a parse that fails names its file."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "eval_table.json").unlink(missing_ok=True)
+    (copy / "eval_table.json").mkdir()  # unwritable (the tests run as root, for whom chmod does not bite)
+    result = run_evaluate(tmp_path, f"run={copy}", "controller=jacobian", "n_episodes=2", "wandb.mode=disabled")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "success rate" in result.stdout  # the results were printed all the same
+    (line,) = error_lines(result.stderr)
+    assert f"cannot write {copy / 'eval_table.json'}" in line and "not saved" in line
+
+    (copy / "eval_table.json").rmdir()
+    (copy / "eval_jacobian.json").write_text('{"controller": "jacob')  # truncated, as by a full disk
+    result = run_evaluate(tmp_path, f"run={copy}", "controller=fabrik", "n_episodes=2", "wandb.mode=disabled")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert f"{copy / 'eval_jacobian.json'} is not valid JSON" in line
+
+
 def test_export_writes_a_numpy_and_an_onnx_policy_that_act_like_the_model(run_dir: Path) -> None:
     result = run_evaluate(run_dir.parent, f"run={run_dir}", "export=true", "model=final", "wandb.mode=disabled")
     check_ok(result)
