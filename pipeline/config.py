@@ -262,6 +262,11 @@ def compose_train_config(overrides: list[str]) -> Any:
 HER_STRATEGIES = ("future", "final", "episode")
 
 
+# Env keys that must be positive, and costs that must be finite and >= 0, where the env has them.
+ENV_POSITIVE_KEYS = ("success_threshold", "timestep", "frame_skip", "max_joint_speed")
+ENV_COST_KEYS = ("torque_cost", "balance_weight", "fall_penalty")
+
+
 def validate_config(cfg: Any) -> None:
     """Checks Hydra's types cannot express; raises ValueError naming the key and the fix."""
     positive = {
@@ -324,5 +329,22 @@ def validate_config(cfg: Any) -> None:
             f"curriculum.start must be in (0, 1] and curriculum.increment > 0, got {curriculum.start} "
             f"and {curriculum.increment}."
         )
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be >= 0 (numpy's generators take no negative seed), got {cfg.seed}.")
+    if cfg.algo.her.n_sampled_goal < 1:
+        raise ValueError(
+            f"algo.her.n_sampled_goal must be >= 1 (relabelled goals per real one), got {cfg.algo.her.n_sampled_goal}; "
+            "to train without HER set algo.her.enabled=false."
+        )
+    if not cfg.algo.action_noise.sigma >= 0:
+        raise ValueError(
+            f"algo.action_noise.sigma must be >= 0 (normalised action units), got {cfg.algo.action_noise.sigma}."
+        )
+    for key in ENV_POSITIVE_KEYS:  # NaN fails "> 0" too
+        if key in cfg.env and not cfg.env[key] > 0:
+            raise ValueError(f"env.{key} must be > 0, got {cfg.env[key]}; set env.{key}=<positive>.")
+    for key in ENV_COST_KEYS:
+        if key in cfg.env and not 0 <= cfg.env[key] < float("inf"):
+            raise ValueError(f"env.{key} must be a finite cost >= 0, got {cfg.env[key]}.")
     if cfg.env.id not in gym.registry:
         raise ValueError(f"unknown env id '{cfg.env.id}'; choose env= one of {sorted(ENV_PRESETS)}.")
