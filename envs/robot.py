@@ -63,6 +63,10 @@ class Robot:
                 raise ValueError(f"unknown or non-actuated joint '{name}' in {urdf}; choose from {movable}.")
         if not joints:
             raise ValueError(f"URDF {urdf} has no revolute or prismatic joint to actuate.")
+        if len(set(joints)) < len(joints):
+            twice = sorted({name for name in joints if list(joints).count(name) > 1})
+            raise ValueError(f"joints {twice} are listed more than once; name each joint once in env.joints.")
+        self._parents = {info[0]: info[16] for info in infos}  # link index -> parent link index (-1: base)
 
         self.joint_names: list[str] = list(joints)
         self.joint_indices = [joint_by_name[name][0] for name in joints]
@@ -98,6 +102,15 @@ class Robot:
         if name not in self.link_indices:
             raise ValueError(f"unknown link '{name}' in {self.urdf}; choose from {sorted(self.link_indices)}.")
         return self.link_indices[name]
+
+    def moved_by_actuated_joints(self, link: int) -> bool:
+        """Whether an actuated joint lies between the base and ``link`` (a link's index is its joint's)."""
+        actuated = set(self.joint_indices)
+        while link != -1:
+            if link in actuated:
+                return True
+            link = self._parents[link]
+        return False
 
     def add_joint_damping(self, extra: np.ndarray) -> None:
         """Add ``extra`` (n_joints,) N m s/rad (or N s/m) to the joints' viscous damping (PyBullet's joint damping)."""

@@ -38,6 +38,16 @@ class ReachTask:
         self.robot = robot
         self.end_effector_names = list(end_effectors)
         self.end_effector_links = [robot.link_index(name) for name in self.end_effector_names]
+        fixed = [
+            n
+            for n, link in zip(self.end_effector_names, self.end_effector_links)
+            if not robot.moved_by_actuated_joints(link)
+        ]
+        if fixed:
+            raise ValueError(
+                f"end effector {fixed[0]} is not moved by any actuated joint (joints {robot.joint_names}); "
+                "choose a link beyond them, e.g. the last link of the arm."
+            )
         self.success_threshold = success_threshold
         self.reward_type = reward_type
         self.torque_cost = torque_cost

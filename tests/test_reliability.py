@@ -568,6 +568,13 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
     "non-positive physics": (["env.timestep=0"], None, ["env.timestep must be > 0, got 0"], False),
     "negative speed limit": (["env.max_joint_speed=-1"], None, ["env.max_joint_speed must be > 0"], False),
     "NaN cost": (["env.torque_cost=nan"], None, ["env.torque_cost must be a finite cost >= 0, got nan"], False),
+    "end effector that cannot move": (["env.end_effector=base"], None, ["end effector base is not moved"], False),
+    "a joint twice": (
+        ["env.joints=[shoulder,shoulder]"],
+        None,
+        ["joints ['shoulder'] are listed more than once"],
+        False,
+    ),
     "missing URDF": (["env=urdf", "env.urdf=no_such_arm.urdf"], None, ["no_such_arm.urdf"], False),
     "malformed URDF": (["env=urdf", "env.urdf={case}/broken.urdf"], "urdf", ["malformed XML", "fix the file"], False),
     "unknown link": (["env.end_effector=hand"], None, ["unknown link 'hand'", "choose from"], False),
