@@ -639,14 +639,9 @@ class BalancedJacobianController(_JointTorqueController):
         self.band = band
         self.hands = [(link, self.link_origin_offset(link)) for link in env.task.end_effector_links]
         # Links that move with the env's joints: those with one of them above.
-        parents = {i: self.client.getJointInfo(self.body, i)[16] for i in range(self.client.getNumJoints(self.body))}
-        driven = set(self.robot.joint_indices)
-
-        def moves(link: int) -> bool:
-            return link != -1 and (link in driven or moves(parents[link]))
-
         balance = env.balance
-        self.com_links = [(link, [0.0, 0.0, 0.0]) for link in balance.link_indices if moves(link)]
+        moving = [link for link in balance.link_indices if self.robot.moved_by_actuated_joints(link)]
+        self.com_links = [(link, [0.0, 0.0, 0.0]) for link in moving]
         mass_by_link = dict(zip([-1, *balance.link_indices], balance.masses))
         self.com_weights = np.array([mass_by_link[link] for link, _ in self.com_links]) / balance.total_mass
         self.centre = env.footprint.mean(axis=0)  # (2,), m
