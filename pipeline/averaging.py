@@ -4,8 +4,7 @@ in stochastic weight averaging).
 On the humanoid, neighbouring DDPG actors differ by several points of success: each gradient step moves
 the weights about a good region rather than into it. With the learning rate decaying over the last 10 %
 of the run, the mean of the actors over those steps lands nearer the middle of that region than any one
-of them (RESULTS.md: from the same three 450k checkpoints, 90.5 / 88.5 / 90.0 % success for the last
-actor, 92.0 / 90.0 / 91.0 % for the mean). Only the final model uses the mean; training goes on with the last
+of them (RESULTS.md, "Humanoid"). Only the final model uses the mean; training goes on with the last
 actor.
 """
 

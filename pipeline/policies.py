@@ -3,11 +3,11 @@
 Saturation: a deterministic actor ends in ``tanh``. The critic is only ever trained on actions in [-1, 1], so
 its gradient at the boundary points outward as often as not; once the actor's pre-tanh outputs grow
 past about 3, ``tanh``'s gradient vanishes and the policy is stuck at bang-bang torques for good.
-On the humanoid, 81 % of a 300k-step DDPG policy's actions were beyond +-0.95 with pre-tanh values of
-10 to 20, and it never held a pose. Penalising the pre-tanh outputs in the actor loss keeps them
+On the humanoid, most of a DDPG policy's actions ended beyond +-0.95 with pre-tanh values far past 3,
+and it never held a pose. Penalising the pre-tanh outputs in the actor loss keeps them
 where the critic's gradient still reaches (OpenAI baselines' HER DDPG has a similar ``action_l2``).
-With ``saturation_cost`` 0.1 only 7 % of the humanoid's actions reach +-0.95, though a 300k-step run
-ended farther from its goals (RESULTS.md), so the config's default is 0.
+A ``saturation_cost`` of 0.1 keeps most actions off the bounds, but the runs that used it ended farther
+from their goals (RESULTS.md), so the config's default is 0.
 
 Goal-error features (``GoalErrorExtractor``, any algorithm with Dict observations): see the class.
 """
