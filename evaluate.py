@@ -18,23 +18,27 @@ import csv
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 import numpy as np
 import torch
 import wandb
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.save_util import load_from_zip_file
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline import checkpoints
-from pipeline.config import WandbConfig
+from pipeline.config import (
+    CONF_DIR,
+    CONTROLLERS,
+    WandbConfig,
+    controller_names,
+    register_evaluate_config,
+    validate_evaluate_config,
+)
 from pipeline.controllers import (
     BalancedJacobianController,
     FabrikController,
@@ -53,18 +57,19 @@ from pipeline.evaluation import (
     summarise,
 )
 from pipeline.export import OnnxPolicy, lean_policy, save_onnx
-from pipeline.factory import ALGORITHMS, make_env
+from pipeline.factory import make_env
 from pipeline.lean import LeanPolicy, stack_observations
+from pipeline.loading import load_model, model_file, run_config
+from pipeline.sweeps import configuration_table
 from pipeline.tracking import init_run
 
-# Classical controllers: name -> (class in pipeline/controllers.py, the config node of its gains).
+# Classical controllers (the names of pipeline/config.py's CONTROLLERS but "policy"): name -> (class in
+# pipeline/controllers.py, the config node of its gains).
 CLASSICAL = {
     "jacobian": (JacobianController, "jacobian"),
     "fabrik": (FabrikController, "fabrik"),
     "jacobian_balance": (BalancedJacobianController, "jacobian_balance"),
 }
-CONTROLLERS = ("policy", *CLASSICAL)
-MODELS = {"best": "best_model.zip", "final": "final_model.zip"}  # and "latest": the newest checkpoint
 # The keys of an eval_<controller>.json that say what was evaluated; the others summarise how it went.
 REPORT_CONTEXT = ("controller", "checkpoint", "env", "goal_seed", "episodes")
 # Rows of the printed table: (summary key, label, format).
@@ -75,6 +80,13 @@ TABLE = [
     ("final_distance_p95", "final distance p95 (m)", "{:.4f}"),
     ("time_to_reach_mean", "time to reach mean (s)", "{:.3f}"),
     ("fall_rate", "fall rate", "{:.1%}"),
+    # Humanoid goals by kind (envs' info["goal_kind"]): beyond the arm's reach from an upright torso, or not.
+    ("success_rate_lean", "success, lean goals", "{:.1%}"),
+    ("fall_rate_lean", "falls, lean goals", "{:.1%}"),
+    ("goals_lean", "lean goals", "{}"),
+    ("success_rate_upright", "success, upright goals", "{:.1%}"),
+    ("fall_rate_upright", "falls, upright goals", "{:.1%}"),
+    ("goals_upright", "upright goals", "{}"),
     ("mean_abs_torque", "mean |torque| (N m)", "{:.3f}"),
     ("episode_return_mean", "episode return mean", "{:.2f}"),
     ("control_time_us_mean", "control step (us)", "{:.0f}"),
@@ -86,87 +98,7 @@ TABLE = [
 ]
 
 
-@dataclass
-class JacobianConfig:
-    """``JacobianController``'s gains (pipeline/controllers.py)."""
-
-    kp: float = 400.0  # stiffness, 1/s^2
-    kd: float = 40.0  # damping, 1/s
-    damping: float = 0.05  # least DLS damping, m
-    error_damping: float = 0.5  # DLS damping per metre of error
-
-
-@dataclass
-class FabrikConfig:
-    """``FabrikController``'s settings (pipeline/controllers.py); the humanoid does better at kp=100 kd=20."""
-
-    kp: float = 400.0  # stiffness, 1/s^2
-    kd: float = 40.0  # damping, 1/s
-    tolerance: float = 1e-4  # FABRIK stops this close to the goal, m
-    max_iterations: int = 50
-    resolve_distance: float = 1e-3  # solve again when the goal moves this far in the limb's frame, m
-
-
-@dataclass
-class BalancedJacobianConfig:
-    """``BalancedJacobianController``'s gains (pipeline/controllers.py): the humanoid's balance-first IK."""
-
-    kp: float = 100.0  # stiffness, 1/s^2
-    kd: float = 20.0  # damping, 1/s
-    damping: float = 0.05  # least DLS damping of the reach task, m
-    error_damping: float = 0.5  # its damping per metre of error
-    com_damping: float = 0.02  # DLS damping of the balance task, m
-    margin: Optional[float] = None  # noqa: UP045  COM margin (m) below which balance pulls back; null: the env's
-    band: float = 0.05  # margin range (m) above it over which the balance task fades out
-
-
-@dataclass
-class EvaluateConfig:
-    """See conf/evaluate.yaml."""
-
-    run: Optional[str] = None  # noqa: UP045  (OmegaConf reads typing.Optional)
-    checkpoint: Optional[str] = None  # noqa: UP045
-    sweep: Optional[str] = None  # noqa: UP045
-    controller: Any = "policy"  # a name, or a list of names
-    jacobian: JacobianConfig = field(default_factory=JacobianConfig)
-    fabrik: FabrikConfig = field(default_factory=FabrikConfig)
-    jacobian_balance: BalancedJacobianConfig = field(default_factory=BalancedJacobianConfig)
-    model: str = "best"
-    n_episodes: int = 200
-    goal_seed: Optional[int] = None  # noqa: UP045
-    env: dict[str, Any] = field(default_factory=dict)
-    video: bool = False
-    video_episodes: int = 3
-    plots: bool = False
-    export: bool = False
-    torch_threads: int = 1
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-
-
-ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Checks the schema's types cannot express; raises ValueError naming the key and the fix."""
-    names = controller_names(cfg)
-    unknown = [name for name in names if name not in CONTROLLERS]
-    if unknown or not names:
-        raise ValueError(
-            f"unknown controller '{unknown[0] if unknown else ''}'; choose controller= one of {CONTROLLERS}, "
-            "or a list of them, e.g. controller=[policy,jacobian]."
-        )
-    if cfg.sweep and len(names) > 1:
-        raise ValueError("sweep= ranks the jobs by one controller: give controller= one name.")
-    if cfg.model not in (*MODELS, "latest"):
-        raise ValueError(f"unknown model '{cfg.model}'; choose model= one of {(*MODELS, 'latest')}.")
-    if cfg.n_episodes < 1 or cfg.video_episodes < 1:
-        raise ValueError(f"n_episodes and video_episodes must be >= 1, got {cfg.n_episodes}, {cfg.video_episodes}.")
-    if cfg.export and (cfg.sweep or names != ["policy"]):
-        raise ValueError("export=true writes a run's policy: give it with run= or checkpoint=, controller=policy.")
-    if cfg.sweep and (cfg.run or cfg.checkpoint):
-        raise ValueError("sweep= evaluates every job of a multirun: give it without run= or checkpoint=.")
-    if not (cfg.sweep or cfg.run or cfg.checkpoint):
-        raise ValueError("nothing to evaluate; pass run=<run dir>, checkpoint=<model .zip> or sweep=<multirun dir>.")
+register_evaluate_config()
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -179,63 +111,9 @@ def run_dir_of(checkpoint: Path) -> Path:
     )
 
 
-def run_config(run_dir: Path, env_overrides: DictConfig) -> DictConfig:
-    """The run's saved config with ``env.*`` overrides applied; a clear error for an unknown key."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run={run_dir} does not exist; pass the directory of a training run.")
-    if not path.is_file():
-        raise FileNotFoundError(f"run={run_dir} has no .hydra/config.yaml; pass the directory of a training run.")
-    cfg = OmegaConf.load(path)
-    unknown = sorted(set(env_overrides) - set(cfg.env))
-    if unknown:
-        raise ValueError(f"env.{unknown[0]} is not a key of {cfg.env.id}'s config; choose from {sorted(cfg.env)}.")
-    cfg.env = OmegaConf.merge(cfg.env, env_overrides)
-    return cfg
-
-
 def model_path(cfg: DictConfig, run_dir: Path) -> Path:
-    """The zip to evaluate: ``checkpoint=``, else the run's best, final or latest checkpoint."""
-    if cfg.checkpoint:
-        return Path(cfg.checkpoint)
-    if cfg.model == "latest":
-        latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
-        if latest is None:
-            raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; choose model=best or final.")
-        return latest / checkpoints.MODEL_FILE
-    return run_dir / MODELS[cfg.model]
-
-
-def load_model(path: Path, run_dir: Path, train_cfg: DictConfig, env: Any) -> tuple[BaseAlgorithm, VecNormalize | None]:
-    """An SB3 zip, its spaces checked against ``env``'s, with the observation statistics saved beside it
-    (or, for a run-level zip, in the newest checkpoint); None when the run does not normalise."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass an SB3 .zip (e.g. {run_dir}/best_model.zip).")
-    try:
-        data, _, _ = load_from_zip_file(path, device="cpu", load_data=True)
-        saved = {name: data[name] for name in ("observation_space", "action_space")}
-    except Exception as error:  # truncated zip, not a zip, missing entries
-        raise ValueError(
-            f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); pass another .zip."
-        ) from None
-    for name, expected in saved.items():
-        if expected != getattr(env, name):
-            raise ValueError(
-                f"checkpoint {path} has {name} {expected} but the env {train_cfg.env.id} has {getattr(env, name)}; "
-                "evaluate it with the env config it was trained with (check env.* overrides and run=)."
-            )
-    venv = DummyVecEnv([lambda: env])  # HER models need an env to load; it is only read for its spaces
-    model = ALGORITHMS[train_cfg.algo.name].load(path, env=venv, device="cpu")
-    # Saved beside the zip (best/final model), in its checkpoint directory, or, for zips from before
-    # statistics were saved with models, in the newest checkpoint.
-    candidates = (checkpoints.statistics_path(path), path.parent / checkpoints.VECNORMALIZE_FILE)
-    statistics = next((candidate for candidate in candidates if candidate.exists()), None)
-    if statistics is None and train_cfg.normalize_observations:
-        statistics = checkpoints.latest_checkpoint(run_dir / "checkpoints")
-    vec_normalize = checkpoints.load_vec_normalize(statistics, venv) if statistics else None
-    if vec_normalize is not None:
-        vec_normalize.training = False
-    return model, vec_normalize
+    """The zip to evaluate: ``checkpoint=``, else the run's best, final or latest model."""
+    return Path(cfg.checkpoint) if cfg.checkpoint else model_file(run_dir, cfg.model)
 
 
 class ObservationSample:
@@ -261,11 +139,6 @@ def compare_with_predict(
     predict_us = 1e6 * (time.perf_counter() - start) / len(observations)
     difference = max(float(np.abs(lean(o) - e).max()) for o, e in zip(observations, expected))
     return {"sb3_predict_time_us_mean": predict_us, "lean_action_max_difference": difference}
-
-
-def controller_names(cfg: DictConfig) -> list[str]:
-    """``controller=jacobian`` or ``controller=[policy,jacobian]`` as a list of names."""
-    return [cfg.controller] if isinstance(cfg.controller, str) else list(cfg.controller)
 
 
 def controller_for(cfg: DictConfig, name: str, run_dir: Path, train_cfg: DictConfig, env: Any) -> Controller:
@@ -469,7 +342,8 @@ def log_to_wandb(
 
 
 def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
-    """Evaluate every job of a multirun and rank them; writes <sweep>/eval_<controller>_ranking.csv."""
+    """Evaluate every job of a multirun and rank them; writes <sweep>/eval_<controller>_ranking.csv (one row per
+    job) and eval_<controller>_configurations.csv (one row per configuration, its seeds pooled)."""
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep={sweep_dir} does not exist; pass a multirun directory (hydra.sweep.dir).")
     jobs = sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file())
@@ -494,6 +368,12 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
         csv.writer(handle).writerows([headers, *rows])
     print(f"\nranking of {len(jobs)} jobs ({cfg.controller}, {cfg.n_episodes} goals each), also in {path}:")
     print(format_table(headers, rows))
+    # The same jobs pooled over their seeds: one row per configuration (pipeline/sweeps.py).
+    headers, rows = configuration_table([j.name for j in jobs], configs, [s["success_rate"] for s in summaries], keys)
+    path = sweep_dir / f"eval_{cfg.controller}_configurations.csv"
+    write_csv(path, [headers, *rows])
+    print(f"\nsuccess rate per configuration over its seeds (mean, spread, 95 % bootstrap interval), also in {path}:")
+    print(format_table(headers, rows))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -507,10 +387,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
-        validate(cfg)
+        validate_evaluate_config(cfg)
         torch.set_num_threads(cfg.torch_threads)
         run_dir = run_dir_of(Path(cfg.checkpoint)) if cfg.checkpoint and not cfg.run else Path(cfg.run or ".")
         if cfg.sweep:
@@ -524,7 +404,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python evaluate.py`` and the ``rlik-evaluate`` console script."""
     # env.* keys are the run's, unknown to the schema: add them (run_config then checks them against the run).
     sys.argv[1:] = [f"++{a}" if a.startswith("env.") else a for a in sys.argv[1:]]
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -25,8 +25,7 @@ from pybullet_utils.bullet_client import BulletClient
 
 import envs  # noqa: F401  (registers the ids)
 from envs.reach_env import UrdfReachEnv
-from envs.robot import clamp_joint_speeds
-from envs.session import resolve_urdf
+from envs.session import clamp_joint_speeds, resolve_urdf
 
 TARGET_RATIO = 0.5
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import REPO, BenchmarkError
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 sys.path.insert(0, str(REPO))  # pipeline/ is not an installed package: import it from the repo, as train.py does
 from pipeline.config import compose_train_config
@@ -38,6 +38,7 @@ from pipeline.evaluation import predict_controller
 from pipeline.export import OnnxPolicy, lean_policy, save_onnx
 from pipeline.factory import make_env, make_model, make_training_env
 from pipeline.lean import stack_observations
+from pipeline.loading import load_model, model_file, run_config
 
 
 def load(run: Path | None, model_name: str) -> tuple[DictConfig, Any, Any]:
@@ -45,12 +46,9 @@ def load(run: Path | None, model_name: str) -> tuple[DictConfig, Any, Any]:
     if run is None:
         cfg = compose_train_config([])
         return cfg, make_model(cfg, make_training_env(cfg.env, 1, seed=0)), None
-    import evaluate  # the run's model exactly as evaluate.py loads it
-
-    cfg = evaluate.run_config(run, OmegaConf.create({}))
+    cfg = run_config(run)  # the run's model exactly as evaluate.py loads it
     env = make_env(cfg.env)
-    path = run / evaluate.MODELS[model_name]
-    model, vec_normalize = evaluate.load_model(path, run, cfg, env)
+    model, vec_normalize = load_model(model_file(run, model_name), run, cfg, env)
     return cfg, model, vec_normalize
 
 

@@ -4,16 +4,21 @@
 - ``PlanarArmReach-v0``: the planar 2-link arm of ``urdf/planar_arm_2link.urdf``, 1 cm success.
 - ``HumanoidReach-v0``: the free-standing humanoid of ``urdf/humanoid_upper_body.urdf``, right hand, 2 cm.
 - ``HumanoidBimanualReach-v0``: the same humanoid, one goal per hand.
+
+Each env composes a ``PyBulletSession`` (the one class that calls PyBullet), a robot (``Robot``, or
+``HumanoidRobot`` with its balance) and a task (``ReachTask``, or ``BalanceTask``).
 """
 
 from gymnasium.envs.registration import register
 
+from envs.humanoid import HumanoidRobot
+from envs.humanoid_env import HumanoidReachEnv
 from envs.reach_env import UrdfReachEnv
 from envs.robot import Robot
 from envs.session import PyBulletSession
-from envs.task import ReachTask
+from envs.task import BalanceTask, ReachTask
 
-__all__ = ["PyBulletSession", "ReachTask", "Robot", "UrdfReachEnv"]
+__all__ = ["BalanceTask", "HumanoidReachEnv", "HumanoidRobot", "PyBulletSession", "ReachTask", "Robot", "UrdfReachEnv"]
 
 register(id="UrdfReach-v0", entry_point="envs.reach_env:UrdfReachEnv", max_episode_steps=100)
 

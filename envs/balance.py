@@ -1,6 +1,7 @@
 """Static balance of a legged body: centre of mass, support polygon, COM margin, centre of pressure.
 
-The functions are pure (arrays in, arrays out); ``BalanceSensor`` reads their inputs from a PyBullet body.
+The functions are pure (arrays in, arrays out); ``BalanceSensor`` reads their inputs from a body through its
+``PyBulletSession``.
 Ground-plane quantities are 2-D (x, y) in the world frame, metres; the ground is z = 0.
 """
 
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pybullet_utils.bullet_client import BulletClient
+
+from envs.session import PyBulletSession
 
 
 def center_of_mass(masses: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -104,11 +106,11 @@ class BalanceState:
 
 
 class BalanceSensor:
-    """Reads the whole-body COM and the feet's ground contacts of one PyBullet body.
+    """Reads the whole-body COM and the feet's ground contacts of one body, through its session.
 
     Link masses are read once here, since they never change.
 
-    :param client: the body's PyBullet client.
+    :param session: the body's PyBullet session.
     :param body: body id of the robot.
     :param foot_links: link indices whose contacts with ``ground`` support the robot.
     :param ground: body id of the floor.
@@ -118,30 +120,25 @@ class BalanceSensor:
 
     def __init__(
         self,
-        client: BulletClient,
+        session: PyBulletSession,
         body: int,
         foot_links: Sequence[int],
         ground: int,
         contact_tolerance: float = 0.002,
     ) -> None:
+        self.session = session
         self.body = body
         self.foot_links = list(foot_links)
         self.ground = ground
         self.contact_tolerance = contact_tolerance
-        self.link_indices = list(range(client.getNumJoints(body)))
-        self.masses = np.array([client.getDynamicsInfo(body, link)[0] for link in [-1, *self.link_indices]])
+        self.link_indices = [info.index for info in session.joint_infos(body)]
+        self.masses = np.array([session.link_mass(body, link) for link in [-1, *self.link_indices]])
         self.total_mass = float(self.masses.sum())
-        # Hot-path calls bound once: BulletClient looks every attribute up again and wraps it per call.
-        self._get_base_pose = client.getBasePositionAndOrientation
-        self._get_link_states = client.getLinkStates
-        self._get_contact_points = client.getContactPoints
 
     def link_com_positions(self) -> np.ndarray:
         """World positions (n_links + 1, 3) of the base's and every link's centre of mass, m."""
-        base = self._get_base_pose(self.body)[0]
-        # computeForwardKinematics so that the reading is right after resetJointState, too.
-        links = self._get_link_states(self.body, self.link_indices, computeForwardKinematics=True)
-        return np.array([base, *(state[0] for state in links)])
+        base = self.session.base_pose(self.body).position
+        return np.array([base, *self.session.link_com_positions(self.body, self.link_indices)])
 
     def center_of_mass(self) -> np.ndarray:
         """Whole-body centre of mass (3,), world frame, m."""
@@ -151,11 +148,11 @@ class BalanceSensor:
         """Feet-ground contact points (m, 3) on the ground, m, and their normal forces (m,), N."""
         contacts = [
             c
-            for c in self._get_contact_points(bodyA=self.body, bodyB=self.ground)
-            if c[3] in self.foot_links and c[8] < self.contact_tolerance
+            for c in self.session.contact_points(self.body, self.ground)
+            if c.link_a in self.foot_links and c.distance < self.contact_tolerance
         ]
-        points = np.array([c[6] for c in contacts], dtype=np.float64).reshape(-1, 3)
-        return points, np.array([c[9] for c in contacts], dtype=np.float64)
+        points = np.array([c.position_on_b for c in contacts], dtype=np.float64).reshape(-1, 3)
+        return points, np.array([c.normal_force for c in contacts], dtype=np.float64)
 
     def measure(self) -> BalanceState:
         """COM, support polygon, COM margin and ZMP now.
@@ -168,8 +165,7 @@ class BalanceSensor:
         com = self.center_of_mass()
         points, forces = self.foot_contacts()
         if len(points) == 0:
-            feet = self._get_link_states(self.body, self.foot_links, computeForwardKinematics=True)
-            points = np.array([state[4] for state in feet])
+            points = self.session.link_frame_positions(self.body, self.foot_links)
         polygon = support_polygon(points)
         zmp = center_of_pressure(points, forces) if forces.sum() > 0 else com[:2].copy()
         return BalanceState(com=com, polygon=polygon, com_margin=com_margin(com[:2], polygon), zmp=zmp)

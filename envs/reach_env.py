@@ -16,21 +16,74 @@ from envs.task import ReachTask
 
 
 class UrdfReachEnv(gym.Env):
-    """Torque-controlled reaching with any URDF robot.
+    """Torque-controlled reaching with any URDF robot: ``UrdfReach-v0`` and ``PlanarArmReach-v0``.
 
-    Action: ``Box(-1, 1, (n_joints,))``, scaled to a torque (N m) by ``action_torques``
-    (``action_scale`` times each joint's URDF effort limit) and applied at every one of
-    ``frame_skip`` physics steps.
+    ## Description
 
-    Observation (``goal_conditioned=False``), float32 vector, in this order:
-    cos and sin of revolute joint angles (prismatic: position, m), joint velocities
-    (rad/s or m/s), with ``observe_joint_positions`` the limited revolute angles scaled to [-1, 1]
-    between their limits, end-effector positions (3k, m), goals (3k, m), goals minus end effectors (3k, m).
-    With ``goal_conditioned=True``: a Dict with ``observation`` (joint terms and end-effector
-    positions), ``achieved_goal`` (3k) and ``desired_goal`` (3k), as SB3's HER expects.
+    A robot described by a URDF must bring one or more end-effector links to goal points and hold them there,
+    driven by joint torques. ``PlanarArmReach-v0`` is the 2-link arm of ``urdf/planar_arm_2link.urdf`` (fingertip,
+    1 cm success), moving in a horizontal plane, where gravity makes no joint torque; ``UrdfReach-v0`` takes any
+    URDF (``urdf=`` and ``end_effector=`` required), e.g. pybullet_data's ``kuka_iiwa/model.urdf``. The env composes
+    a ``PyBulletSession`` (the physics client), a ``Robot`` (joints, limits, torques) and a ``ReachTask`` (goals,
+    reward, success).
 
-    ``info``: ``distance`` (m, the largest end-effector error), ``is_success``, ``penalty`` (the
-    goal-independent part of the cost: torque, and balance on a humanoid), ``unstable`` (NaN state or a joint faster than ``max_joint_speed``: the episode is truncated).
+    ## Action Space
+
+    ``Box(-1, 1, (n,), float32)``: one value per actuated joint, in the order of ``joints`` (``robot.joint_names``;
+    n = 2 for the planar arm, 7 for the KUKA). Action ``a_i`` commands the torque ``action_torques[i] * a_i`` (N m,
+    N for a prismatic joint; ``action_torques`` is ``action_scale`` times the joint's URDF effort limit), plus the
+    gravity-cancelling torques with ``gravity_compensation``, at every one of the ``frame_skip`` physics steps.
+    Values outside [-1, 1] are clipped; NaN or inf, or another number of values, raise ``ValueError``.
+
+    ## Observation Space
+
+    With ``goal_conditioned=False``, ``Box(-inf, inf, (d,), float32)``. For r revolute and p prismatic actuated
+    joints (n = r + p), l of the revolute ones limited, and k end effectors:
+
+    | Num | Observation | Min | Max | Unit |
+    |---|---|---|---|---|
+    | 0 : r | cos of each revolute joint angle | -1 | 1 | - |
+    | r : 2r | sin of each revolute joint angle | -1 | 1 | - |
+    | 2r : 2r+p | prismatic joint positions | -inf | inf | m |
+    | 2r+p : 2r+p+n | joint velocities, in ``joints`` order | -inf | inf | rad/s (m/s) |
+    | next l (``observe_joint_positions``) | limited revolute angles scaled to [-1, 1] between their limits | -1 | 1 | - |
+    | next 3k | end-effector positions (x, y, z each), world frame | -inf | inf | m |
+    | next 3k | goals | -inf | inf | m |
+    | next 3k | goals minus end-effector positions | -inf | inf | m |
+
+    ``PlanarArmReach-v0``: d = 15 (cos q1, cos q2, sin q1, sin q2, two velocities, fingertip, goal, difference),
+    17 with ``observe_joint_positions``. With ``goal_conditioned=True``, a ``Dict`` as SB3's HER expects:
+    ``observation`` (the joint rows, then the end-effector positions), ``achieved_goal`` (3k, m: the end-effector
+    positions) and ``desired_goal`` (3k, m: the goals).
+
+    ## Rewards
+
+    Per step, from the distances ``d_i`` (m) of the end effectors to their goals, by ``reward_type``: ``"dense"``
+    ``-mean(d_i)``; ``"sparse"`` -1 until every ``d_i < success_threshold``, then 0; ``"mixed"`` their sum. Minus
+    ``info["penalty"]``, the goal-independent cost: ``torque_cost`` times the mean squared action. With
+    ``goal_conditioned=True``, ``compute_reward(achieved_goal, desired_goal, info)`` gives the same reward for any
+    goals (HER's relabelling keeps the penalty).
+
+    ## Starting State
+
+    ``initial_joint_positions`` (zeros clipped to the limits) plus uniform noise of +-``initial_joint_noise``, at
+    rest. The goal is the end-effector positions of a joint configuration ``goal_range`` of the way from that pose
+    to a uniform draw within the joint limits (so always reachable), or ``reset(options={"goal": [x, y, z, ...]})``.
+
+    ## Episode End
+
+    - Termination: never; reaching alone has no failure state.
+    - Truncation: the time limit of the registration (``UrdfReach-v0`` 100 steps, ``PlanarArmReach-v0`` 50), or an
+      unstable simulation (a joint faster than ``max_joint_speed`` or a NaN/inf state): ``info["unstable"]`` is
+      True and the observation and reward are finite.
+
+    ``info``: ``distance`` (m, the largest end-effector error), ``is_success`` (every end effector within
+    ``success_threshold``), ``unstable``, ``penalty`` (the goal-independent cost).
+
+    ## Arguments
+
+    ``gym.make("PlanarArmReach-v0", goal_conditioned=True, reward_type="mixed")``, or
+    ``gym.make("UrdfReach-v0", urdf="kuka_iiwa/model.urdf", end_effector="lbr_iiwa_link_7")``:
 
     :param urdf: URDF path; relative paths are looked up in ``urdf/`` and ``pybullet_data``.
     :param end_effector: link name, or a list of link names for one goal per link.
@@ -39,7 +92,7 @@ class UrdfReachEnv(gym.Env):
     :param frame_skip: physics steps per env step; ``dt = frame_skip * timestep`` seconds.
     :param timestep: physics step, seconds.
     :param goal_conditioned: Dict observation and ``compute_reward`` for HER.
-    :param reward_type: ``"dense"`` or ``"sparse"`` (see ``ReachTask``).
+    :param reward_type: ``"dense"``, ``"sparse"`` or ``"mixed"`` (see ``ReachTask``).
     :param torque_cost: weight on the mean squared action in the reward.
     :param action_scale: fraction of each joint's URDF effort limit that a full action (+-1) commands: one
         for all joints, or one per joint (a URDF that gives every joint the same effort, as pybullet_data's
@@ -62,6 +115,10 @@ class UrdfReachEnv(gym.Env):
         planar arm's shoulder), though the way to a goal behind the arm differs entirely at each.
     :param render_mode: ``"rgb_array"`` (headless TinyRenderer) or ``"human"`` (PyBullet GUI).
     :param camera_distance: render camera distance from the base, metres.
+
+    ## Version History
+
+    - v0: the first version: joint-torque actions, dense, sparse and mixed rewards, HER-ready Dict observations.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 24}
@@ -115,19 +172,28 @@ class UrdfReachEnv(gym.Env):
         self.camera_distance = camera_distance
 
         self.session = PyBulletSession(timestep=timestep, gui=render_mode == "human")
-        try:
+        try:  # a constructor that fails leaves no physics server behind
             self._build_world()
-            self.robot = Robot(self.session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
+            self.robot = self._make_robot(urdf, joints, fixed_base, base_position)
             end_effectors = [end_effector] if isinstance(end_effector, str) else list(end_effector)
-            self.task = ReachTask(self.robot, end_effectors, success_threshold, reward_type, torque_cost)
+            self.task = self._make_task(end_effectors, success_threshold, reward_type, torque_cost)
+            self._set_up(scales, damping, initial_joint_positions, initial_joint_noise, goal_range)
         except Exception:
             self.session.close()
             raise
 
+    def _set_up(
+        self,
+        scales: np.ndarray,
+        damping: np.ndarray,
+        initial_joint_positions: Sequence[float] | None,
+        initial_joint_noise: float,
+        goal_range: float,
+    ) -> None:
+        """The rest of the constructor, once the robot and the task exist: actions, start pose, start state, spaces."""
         n = self.robot.n_joints
         for name, values in (("action_scale", scales), ("velocity_damping", damping)):
             if values.ndim and values.shape != (n,):
-                self.session.close()
                 raise ValueError(
                     f"{name} has {values.size} values for {n} joints {self.robot.joint_names}; give one, or one per joint."
                 )
@@ -149,20 +215,21 @@ class UrdfReachEnv(gym.Env):
         self.initial_joint_noise = initial_joint_noise
         self.set_goal_range(goal_range)
 
-        if goal_conditioned:
+        if self.goal_conditioned:
             # Only goal envs may have compute_reward: SB3 and gymnasium-robotics detect goal envs by it.
             # It is the task's vectorised reward, which HER calls to relabel (equals the step reward).
             self.compute_reward = self.task.compute_reward
 
         self.goal_markers = [self.session.add_marker(np.zeros(3)) for _ in self.task.end_effector_links]
         self._initial_state = self.session.save_state()
+        self._start_state_saved()
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
-        self.task.goal = self.task.achieved_goal()
+        self.task.set_goal(self.task.achieved_goal())
         self._goal = self.task.goal.astype(np.float32)
         robot_obs_dim = self._robot_observation().size
         goal_dim = self.task.goal_dim
-        if goal_conditioned:
+        if self.goal_conditioned:
             self.observation_space = spaces.Dict(
                 {
                     "observation": spaces.Box(-np.inf, np.inf, shape=(robot_obs_dim + goal_dim,), dtype=np.float32),
@@ -174,10 +241,23 @@ class UrdfReachEnv(gym.Env):
             dim = robot_obs_dim + 3 * goal_dim
             self.observation_space = spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
 
-    # --- hooks a richer robot (the humanoid) extends -------------------------------------------
+    # --- what a richer env (the humanoid) changes ----------------------------------------------
 
     def _build_world(self) -> None:
         """Load what the robot stands in; nothing for a fixed-base arm."""
+
+    def _make_robot(
+        self, urdf: str, joints: Sequence[str] | None, fixed_base: bool, base_position: Sequence[float]
+    ) -> Robot:
+        return Robot(self.session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
+
+    def _make_task(
+        self, end_effectors: list[str], success_threshold: float, reward_type: str, torque_cost: float
+    ) -> ReachTask:
+        return ReachTask(self.robot, end_effectors, success_threshold, reward_type, torque_cost)
+
+    def _start_state_saved(self) -> None:
+        """Called once the start state (``_initial_state``, the robot as loaded) is saved; nothing for an arm."""
 
     def _robot_observation(self) -> np.ndarray:
         """Joint terms: cos/sin of revolute angles (position for prismatic), velocities, then (with
@@ -190,27 +270,6 @@ class UrdfReachEnv(gym.Env):
             limited = q[self.robot.limited_revolute]
             terms.append(2.0 * (limited - self._limited_lower) / self._limited_range - 1.0)
         return np.concatenate(terms)
-
-    def _reset_robot(self) -> None:
-        """Put the robot in its start pose (state already restored to the loaded one)."""
-        noise = self.np_random.uniform(-self.initial_joint_noise, self.initial_joint_noise, self.robot.n_joints)
-        lower, upper = self.robot.joint_limits
-        self.robot.set_joint_positions(np.clip(self.initial_joint_positions + noise, lower, upper))
-
-    def _sample_goal(self) -> np.ndarray:
-        """A goal (3k,) for reset; leaves the robot anywhere, since reset restores its state afterwards."""
-        return self.task.sample_goal(self.np_random, self.initial_joint_positions, self.goal_range)
-
-    def _update_info(self, info: dict[str, Any]) -> None:
-        """Add robot-specific quantities to ``info`` after a step or reset."""
-
-    def _penalty(self, info: dict[str, Any]) -> float:
-        """Goal-independent cost beyond the torque cost (e.g. balance); 0 for an arm."""
-        return 0.0
-
-    def _terminated(self, info: dict[str, Any]) -> bool:
-        """True when the episode must end (e.g. a fall); an arm never terminates."""
-        return False
 
     def set_goal_range(self, goal_range: float) -> None:
         """Goals from the next reset on lie ``goal_range`` (0, 1] of the way to a random pose (see the class)."""
@@ -239,9 +298,16 @@ class UrdfReachEnv(gym.Env):
             "is_success": bool((distances < self.task.success_threshold).all()),
             "unstable": False,
         }
-        self._update_info(info)
-        info["penalty"] = torque_penalty + self._penalty(info)
+        self.task.update_info(info)
+        info["penalty"] = torque_penalty + self.task.state_penalty(info)
         return info
+
+    def _check_open(self) -> None:
+        """A clear error instead of PyBullet's "Not connected to physics server" once the env is closed."""
+        if self.session.closed:
+            raise ValueError(
+                f"this {type(self).__name__} is closed (close() was called); make a new env with gym.make to go on."
+            )
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -251,9 +317,11 @@ class UrdfReachEnv(gym.Env):
         ``options={"goal": [x, y, z, ...]}`` sets the goal (world frame, metres, 3 per end effector)
         instead of sampling one; an unreachable goal is allowed.
         """
+        self._check_open()
         super().reset(seed=seed)
         self.session.restore_state(self._initial_state)
-        sampled = self._sample_goal()
+        # Sampled even when options give the goal, so that a seed's start pose does not depend on them.
+        sampled = self.task.sample_goal(self.np_random, self.initial_joint_positions, self.goal_range)
         if options and options.get("goal") is not None:
             goal = np.asarray(options["goal"], dtype=np.float64).ravel()
             if goal.shape != (self.task.goal_dim,) or not np.all(np.isfinite(goal)):
@@ -262,15 +330,16 @@ class UrdfReachEnv(gym.Env):
                     f"{self.task.end_effector_names}), got {options['goal']!r}."
                 )
             sampled = goal
-        self.task.goal = sampled
+        self.task.set_goal(sampled)
         # The agent sees float32 goals; rewards and success use the same numbers, so HER's recomputation matches.
         self._goal = sampled.astype(np.float32)
         self.session.restore_state(self._initial_state)
-        self._reset_robot()
+        noise = self.np_random.uniform(-self.initial_joint_noise, self.initial_joint_noise, self.robot.n_joints)
+        self.robot.reset(np.clip(self.initial_joint_positions + noise, *self.robot.joint_limits))
         for marker, position in zip(self.goal_markers, self.task.goal.reshape(-1, 3)):
             self.session.move_marker(marker, position)
         achieved = self.task.achieved_goal().astype(np.float32)
-        observation = self._observation(achieved)  # before _info: the humanoid's info reuses its balance reading
+        observation = self._observation(achieved)  # before _info: the humanoid task's info reuses its balance reading
         return observation, self._info(self.task.distances(achieved, self._goal), torque_penalty=0.0)
 
     def torques(self, action: np.ndarray) -> np.ndarray:
@@ -285,7 +354,14 @@ class UrdfReachEnv(gym.Env):
         return torques.tolist()
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float64).reshape(self.action_torques.shape)
+        self._check_open()
+        action = np.asarray(action, dtype=np.float64)
+        if action.size != self.action_torques.size:
+            raise ValueError(
+                f"action has shape {action.shape}, but the action space's shape is {self.action_space.shape} (one "
+                f"value per joint of {self.robot.joint_names}); pass an action of that shape."
+            )
+        action = action.reshape(self.action_torques.shape)
         if not np.isfinite(action).all():
             raise ValueError(f"action contains NaN or inf: {action}; check the policy's outputs.")
         action = np.minimum(np.maximum(action, -1.0), 1.0)
@@ -316,7 +392,7 @@ class UrdfReachEnv(gym.Env):
             info["penalty"] = float(np.nan_to_num(info["penalty"], nan=0.0, posinf=0.0, neginf=0.0))
 
         reward = float(self.task.reward(distances, info["penalty"]))
-        terminated = not unstable and self._terminated(info)
+        terminated = not unstable and self.task.is_terminated(info)
         return observation, reward, terminated, unstable, info
 
     @staticmethod
@@ -326,6 +402,7 @@ class UrdfReachEnv(gym.Env):
         return np.nan_to_num(observation, nan=0.0, posinf=0.0, neginf=0.0)
 
     def render(self) -> np.ndarray | None:
+        self._check_open()
         if self.render_mode == "rgb_array":
             return self.session.render(target=self.robot.link_position(-1), distance=self.camera_distance)
         return None

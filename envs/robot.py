@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pybullet
 
-from envs.session import PyBulletSession
+from envs.session import PyBulletSession, check_urdf_xml, resolve_urdf
 
-ACTUATED_TYPES = (pybullet.JOINT_REVOLUTE, pybullet.JOINT_PRISMATIC)
-
-
-def clamp_joint_speeds(client: pybullet, body: int, joint_indices: Sequence[int]) -> None:
-    """Clamp each joint's speed at its URDF velocity limit (rad/s or m/s), the motor's rated speed.
-
-    PyBullet ignores URDF velocity limits and clamps every joint at 100 rad/s. Joints without a
-    limit (0) keep PyBullet's clamp.
-    """
-    for index in joint_indices:
-        limit = client.getJointInfo(body, index)[11]
-        if limit > 0:
-            client.changeDynamics(body, index, maxJointVelocity=limit)
+if TYPE_CHECKING:
+    from pybullet_utils.bullet_client import BulletClient
 
 
 class Robot:
-    """Reads joints, limits and links from a URDF and applies joint torques.
+    """Reads joints, limits and links from a URDF and applies joint torques, through its session.
 
     :param session: the PyBullet session that owns the client.
     :param urdf: URDF path (see ``envs.session.resolve_urdf``).
@@ -46,16 +36,15 @@ class Robot:
         base_position: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> None:
         self.session = session
-        self.client = session.client
         self.body = session.load_urdf(urdf, base_position=tuple(base_position), fixed_base=fixed_base)
         self.urdf = urdf
         self.fixed_base = fixed_base
 
-        infos = [self.client.getJointInfo(self.body, i) for i in range(self.client.getNumJoints(self.body))]
-        self.link_indices: dict[str, int] = {info[12].decode(): info[0] for info in infos}
-        self.link_indices[self.client.getBodyInfo(self.body)[0].decode()] = -1  # the base link
-        joint_by_name = {info[1].decode(): info for info in infos}
-        movable = [name for name, info in joint_by_name.items() if info[2] in ACTUATED_TYPES]
+        infos = session.joint_infos(self.body)
+        self.link_indices: dict[str, int] = {info.link_name: info.index for info in infos}
+        self.link_indices[session.base_link_name(self.body)] = -1  # the base link
+        joint_by_name = {info.name: info for info in infos}
+        movable = [info.name for info in infos if info.actuated]
         if joints is None:
             joints = movable
         for name in joints:
@@ -66,32 +55,36 @@ class Robot:
         if len(set(joints)) < len(joints):
             twice = sorted({name for name in joints if list(joints).count(name) > 1})
             raise ValueError(f"joints {twice} are listed more than once; name each joint once in env.joints.")
-        self._parents = {info[0]: info[16] for info in infos}  # link index -> parent link index (-1: base)
+        self._parents = {info.index: info.parent_index for info in infos}  # link index -> parent link index
+        self._children: defaultdict[int, list[int]] = defaultdict(list)  # link index -> child link indices
+        for info in infos:
+            self._children[info.parent_index].append(info.index)
 
+        chosen = [joint_by_name[name] for name in joints]
         self.joint_names: list[str] = list(joints)
-        self.joint_indices = [joint_by_name[name][0] for name in joints]
-        self.revolute = np.array([joint_by_name[name][2] == pybullet.JOINT_REVOLUTE for name in joints])
-        lower = np.array([joint_by_name[name][8] for name in joints], dtype=np.float64)
-        upper = np.array([joint_by_name[name][9] for name in joints], dtype=np.float64)
+        self.joint_indices = [info.index for info in chosen]
+        self.revolute = np.array([info.revolute for info in chosen])
+        lower = np.array([info.lower_limit for info in chosen], dtype=np.float64)
+        upper = np.array([info.upper_limit for info in chosen], dtype=np.float64)
         # URDF convention: lower > upper means the joint has no limit (continuous).
         unlimited = lower > upper
         lower[unlimited], upper[unlimited] = -np.pi, np.pi
         self.limited_revolute = self.revolute & ~unlimited  # angles whose two stops are distinct poses
         self.joint_limits = np.stack([lower, upper])  # (2, n_joints): rad or m
-        self.torque_limits = np.array([joint_by_name[name][10] for name in joints], dtype=np.float64)  # N m or N
+        self.torque_limits = np.array([info.max_force for info in chosen], dtype=np.float64)  # N m or N
         if np.any(self.torque_limits <= 0):
             zero = [n for n, f in zip(joints, self.torque_limits) if f <= 0]
             raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
-        self.velocity_limits = np.array([joint_by_name[name][11] for name in joints], dtype=np.float64)  # rad/s or m/s
-        self.joint_damping = np.array([joint_by_name[name][6] for name in joints], dtype=np.float64)  # URDF, N m s/rad
-        self.all_actuated = [joint_by_name[name][0] for name in movable]
+        self.joint_damping = np.array([info.damping for info in chosen], dtype=np.float64)  # URDF, N m s/rad
+        self.all_actuated = [joint_by_name[name].index for name in movable]
         self.held = [joint_by_name[name] for name in movable if name not in joints]
-        clamp_joint_speeds(self.client, self.body, self.all_actuated)
-        # Hot-path calls bound once: BulletClient looks every attribute up again and wraps it per call.
-        self._set_motors = self.client.setJointMotorControlArray
-        self._get_joint_states = self.client.getJointStates
-        self._get_link_state = self.client.getLinkState
+        session.clamp_joint_speeds(self.body, self.all_actuated)
         self.release_motors()
+
+    @property
+    def client(self) -> BulletClient:
+        """The session's client, for code outside the envs that needs a PyBullet call the session does not wrap."""
+        return self.session.client
 
     @property
     def n_joints(self) -> int:
@@ -112,40 +105,65 @@ class Robot:
             link = self._parents[link]
         return False
 
+    def limb_root(self, link: int) -> int:
+        """The first link of ``link``'s limb: the child of its topmost movable joint (a hand's shoulder link, whose
+        frame origin is the shoulder joint). The limb is the chain of movable joints above ``link`` up to the link
+        where another limb with a movable joint branches off, or up to the base; ``link`` itself when no movable
+        joint lies on it."""
+        movable = set(self.all_actuated)
+
+        def moves(child: int) -> bool:
+            return child in movable or any(moves(grandchild) for grandchild in self._children[child])
+
+        root = link
+        while link != -1:
+            if link in movable:
+                root = link
+            parent = self._parents[link]
+            if any(moves(sibling) for sibling in self._children[parent] if sibling != link):
+                break
+            link = parent
+        return root
+
+    def limb_length(self, link: int) -> float:
+        """Distance (m) from ``limb_root(link)``'s frame to ``link``'s with the limb stretched straight: the sum of the
+        URDF joint offsets between them (a hand's reach from its shoulder joint)."""
+        urdf = check_urdf_xml(resolve_urdf(self.urdf))
+        joints = {joint.find("child").get("link"): joint for joint in urdf.iter("joint")}  # by child link
+        names = {index: name for name, index in self.link_indices.items()}
+        top, name, length = names[self.limb_root(link)], names[link], 0.0
+        while name != top:
+            joint = joints[name]
+            origin = joint.find("origin")
+            offset = [0.0, 0.0, 0.0] if origin is None else [float(v) for v in origin.get("xyz", "0 0 0").split()]
+            length += float(np.linalg.norm(offset))
+            name = joint.find("parent").get("link")
+        return length
+
     def add_joint_damping(self, extra: np.ndarray) -> None:
         """Add ``extra`` (n_joints,) N m s/rad (or N s/m) to the joints' viscous damping (PyBullet's joint damping)."""
         self.joint_damping = self.joint_damping + extra
         for index, damping in zip(self.joint_indices, self.joint_damping):
-            self.client.changeDynamics(self.body, index, jointDamping=float(damping))
+            self.session.set_joint_damping(self.body, index, float(damping))
 
     def release_motors(self) -> None:
         """Turn off PyBullet's default velocity motors, which would otherwise resist every torque; joints
         outside ``joint_names`` hold their current position instead."""
-        self.client.setJointMotorControlArray(
-            self.body, self.all_actuated, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(self.all_actuated)
-        )
+        self.session.disable_velocity_motors(self.body, self.all_actuated)
         if self.held:
-            indices = [info[0] for info in self.held]
-            self.client.setJointMotorControlArray(
-                self.body,
-                indices,
-                pybullet.POSITION_CONTROL,
-                targetPositions=[s[0] for s in self.client.getJointStates(self.body, indices)],
-                forces=[info[10] for info in self.held],
-            )
+            held = [info.index for info in self.held]
+            self.session.hold_joint_positions(self.body, held, forces=[info.max_force for info in self.held])
 
     def apply_torques(self, torques: Sequence[float] | np.ndarray) -> None:
         """Joint torques (n_joints,), N m (N for prismatic); must be re-sent every simulation step.
 
         A list is the fastest form for PyBullet to read.
         """
-        self._set_motors(self.body, self.joint_indices, pybullet.TORQUE_CONTROL, forces=torques)
+        self.session.set_joint_torques(self.body, self.joint_indices, torques)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Positions (n_joints,) and velocities (n_joints,) of the actuated joints."""
-        states = self._get_joint_states(self.body, self.joint_indices)
-        positions, velocities = np.array([s[:2] for s in states]).T
-        return positions, velocities
+        return self.session.joint_states(self.body, self.joint_indices)
 
     def gravity_torques(self) -> np.ndarray:
         """Torques (n_joints,) that hold the current pose against gravity (inverse dynamics).
@@ -155,25 +173,28 @@ class Robot:
         the joint positions and 6 base velocity terms before the joint ones, and returns 6 base
         wrench terms first.
         """
-        states = self.client.getJointStates(self.body, self.all_actuated)
-        q = [s[0] for s in states]
+        q = self.session.joint_positions(self.body, self.all_actuated)
         n_base = 0
         if not self.fixed_base:
-            position, orientation = self.client.getBasePositionAndOrientation(self.body)
+            position, orientation = self.session.base_pose(self.body)
             q = [*position, *orientation, *q]
             n_base = 6
-        zeros = [0.0] * (n_base + len(states))
-        tau = self.client.calculateInverseDynamics(self.body, q, zeros, zeros)
+        zeros = [0.0] * (n_base + len(self.all_actuated))
+        tau = self.session.inverse_dynamics(self.body, q, zeros, zeros)
         by_index = dict(zip(self.all_actuated, tau[n_base:]))
         return np.array([by_index[i] for i in self.joint_indices])
 
     def set_joint_positions(self, positions: np.ndarray) -> None:
         """Teleport the actuated joints to ``positions`` with zero velocity."""
         for index, q in zip(self.joint_indices, positions):
-            self.client.resetJointState(self.body, index, float(q), 0.0)
+            self.session.reset_joint(self.body, index, float(q), 0.0)
+
+    def reset(self, positions: np.ndarray) -> None:
+        """Start an episode in the pose ``positions`` (n_joints,), rad or m (the state already restored to the start)."""
+        self.set_joint_positions(positions)
 
     def link_position(self, link: int) -> np.ndarray:
         """World position (3,) of a link's frame origin, metres."""
         if link == -1:
-            return np.array(self.client.getBasePositionAndOrientation(self.body)[0])
-        return np.array(self._get_link_state(self.body, link, computeForwardKinematics=True)[4])
+            return np.array(self.session.base_pose(self.body).position)
+        return self.session.link_frame_position(self.body, link)

@@ -1,19 +1,118 @@
-"""One PyBullet physics client per env: connection, URDF loading, camera."""
+"""One PyBullet physics client per env: the only code of the envs that calls PyBullet.
+
+``PyBulletSession`` wraps the client: connection, URDF loading (with the URDF checked first, so a broken
+file fails with its own cause instead of PyBullet's generic one), joints, links, contacts, the base, motors,
+state and camera. Results come back as arrays or as the named tuples below, never as PyBullet's bare tuples.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import os
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
-URDF_DIR = Path(__file__).resolve().parent.parent / "urdf"
+
+def package_data_dir(package: str, name: str) -> Path:
+    """The data directory ``name`` of ``package``, in either layout of this project.
+
+    An installed wheel holds it inside the package (pyproject.toml maps the checkout's top-level ``urdf/``
+    and ``conf/`` there as package data); a source checkout, and an editable install of one, keep it at the
+    top level beside the package.
+
+    :param package: an importable package, e.g. ``"envs"``.
+    :param name: the directory's name, e.g. ``"urdf"``.
+    """
+    root = importlib.resources.files(package)
+    packaged = root / name
+    return Path(str(packaged)) if packaged.is_dir() else Path(str(root)).parent / name
+
+
+URDF_DIR = package_data_dir("envs", "urdf")
+ACTUATED_TYPES = (pybullet.JOINT_REVOLUTE, pybullet.JOINT_PRISMATIC)
+MESH_SUFFIXES = (".obj", ".stl", ".dae", ".cdf")  # the mesh formats PyBullet's URDF importer reads
+# Fields of getLinkState(s) that the envs read (PyBullet returns a bare tuple).
+_LINK_COM_POSITION = 0  # linkWorldPosition: the link's centre of mass, world frame
+_LINK_FRAME_POSITION = 4  # worldLinkFramePosition: the link's URDF frame origin, world frame
+
+
+class JointInfo(NamedTuple):
+    """``getJointInfo``'s fields, in its order, names decoded. Limits in rad or m, efforts in N m or N."""
+
+    index: int
+    name: str
+    type: int
+    q_index: int
+    u_index: int
+    flags: int
+    damping: float  # viscous joint damping, N m s/rad or N s/m
+    friction: float
+    lower_limit: float
+    upper_limit: float
+    max_force: float  # the URDF effort limit
+    max_velocity: float  # the URDF velocity limit, rad/s or m/s (0: none)
+    link_name: str  # the joint's child link, whose index is the joint's
+    axis: tuple[float, float, float]  # in the child link's frame
+    parent_frame_position: tuple[float, float, float]
+    parent_frame_orientation: tuple[float, float, float, float]
+    parent_index: int  # the parent link's index, -1 for the base
+
+    @classmethod
+    def read(cls, raw: tuple) -> JointInfo:
+        """From ``getJointInfo``'s tuple, with the joint and link names decoded from bytes."""
+        info = cls(*raw)
+        return info._replace(name=info.name.decode(), link_name=info.link_name.decode())
+
+    @property
+    def actuated(self) -> bool:
+        """Revolute or prismatic: a joint a torque (or force) can drive."""
+        return self.type in ACTUATED_TYPES
+
+    @property
+    def revolute(self) -> bool:
+        return self.type == pybullet.JOINT_REVOLUTE
+
+
+class ContactPoint(NamedTuple):
+    """``getContactPoints``'s fields, in its order. Positions in m (world frame), forces in N."""
+
+    contact_flag: int
+    body_a: int
+    body_b: int
+    link_a: int
+    link_b: int
+    position_on_a: tuple[float, float, float]
+    position_on_b: tuple[float, float, float]
+    normal_on_b: tuple[float, float, float]
+    distance: float  # separation, m (negative: penetration)
+    normal_force: float
+    lateral_friction_1: float
+    lateral_friction_direction_1: tuple[float, float, float]
+    lateral_friction_2: float
+    lateral_friction_direction_2: tuple[float, float, float]
+
+
+class Pose(NamedTuple):
+    """A base's pose: ``position`` (3,) m and ``orientation`` quaternion (x, y, z, w), world frame."""
+
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]
+
+
+class Velocity(NamedTuple):
+    """A base's velocity: ``linear`` (3,) m/s and ``angular`` (3,) rad/s, world frame."""
+
+    linear: tuple[float, float, float]
+    angular: tuple[float, float, float]
 
 
 def resolve_urdf(path: str | os.PathLike) -> Path:
@@ -45,8 +144,63 @@ def check_urdf_xml(path: Path) -> ET.Element:
     return root
 
 
+def mesh_candidates(path: Path, filename: str) -> list[Path]:
+    """Where PyBullet looks for a URDF's mesh ``filename``: as given (``package://`` or ``model://`` dropped), then
+    below the URDF's folder and each folder above it, the working directory and the two above it, and
+    ``pybullet_data`` (this session's search path)."""
+    for scheme in ("package://", "model://"):
+        if filename.startswith(scheme):
+            filename = filename[len(scheme) :]
+            break
+    name = Path(filename)
+    folders = [*Path(path).parents, Path("."), Path(".."), Path("../.."), Path(pybullet_data.getDataPath())]
+    return [name, *(folder / name for folder in folders)]
+
+
+def check_urdf_contents(path: Path, root: ET.Element) -> None:
+    """Raise ``ValueError`` for what makes PyBullet refuse a well-formed URDF with only a generic error: a revolute
+    or prismatic joint without ``<limit>``, or a mesh file it cannot find or read."""
+    for joint in root.iter("joint"):
+        kind = joint.get("type")
+        if kind in ("revolute", "prismatic") and joint.find("limit") is None:
+            hint = ' (a revolute joint without stops is type="continuous")' if kind == "revolute" else ""
+            raise ValueError(
+                f"URDF '{path}': {kind} joint '{joint.get('name')}' has no <limit>; add "
+                f'<limit lower="..." upper="..." effort="..." velocity="..."/> to it{hint}.'
+            )
+    for link in root.iter("link"):
+        for mesh in link.iter("mesh"):
+            filename = mesh.get("filename", "")
+            if Path(filename).suffix.lower() not in MESH_SUFFIXES:
+                raise ValueError(
+                    f"URDF '{path}': link '{link.get('name')}' has mesh '{filename}', a format PyBullet cannot "
+                    f"read; convert it to one of {', '.join(MESH_SUFFIXES)}."
+                )
+            if not any(candidate.is_file() for candidate in mesh_candidates(path, filename)):
+                raise ValueError(
+                    f"URDF '{path}': mesh file '{filename}' of link '{link.get('name')}' not found (looked beside "
+                    "the URDF, in the folders above it and in pybullet_data); fix the filename or put the mesh there."
+                )
+
+
+def clamp_joint_speeds(client: BulletClient, body: int, joint_indices: Sequence[int]) -> None:
+    """Clamp each joint's speed at its URDF velocity limit (rad/s or m/s), the motor's rated speed.
+
+    PyBullet ignores URDF velocity limits and clamps every joint at 100 rad/s. Joints without a
+    limit (0) keep PyBullet's clamp. A free function of the client, for a bare PyBullet loop to copy the
+    env's limits (benchmarks/env_throughput.py).
+    """
+    for index in joint_indices:
+        limit = JointInfo.read(client.getJointInfo(body, index)).max_velocity
+        if limit > 0:
+            client.changeDynamics(body, index, maxJointVelocity=limit)
+
+
 class PyBulletSession:
     """Owns one ``BulletClient`` (DIRECT, or GUI for ``render_mode="human"``).
+
+    ``client`` stays public for code outside the envs that needs PyBullet calls this class does not wrap
+    (the Jacobians and mass matrices of ``pipeline/controllers.py``, tests); the envs call only the methods here.
 
     :param timestep: physics step in seconds.
     :param gravity: gravity along -z in m/s^2.
@@ -60,10 +214,24 @@ class PyBulletSession:
             warnings.warn("render_mode='human' needs a display (DISPLAY is unset); running headless.", stacklevel=3)
             gui = False
         self.client = BulletClient(connection_mode=pybullet.GUI if gui else pybullet.DIRECT)
+        self.closed = False
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self.client.setTimeStep(timestep)
         self.client.setGravity(0.0, 0.0, -gravity)
-        self._step_simulation = self.client.stepSimulation  # bound once: BulletClient re-wraps per lookup
+        # Calls made every env step, bound once: BulletClient looks every attribute up again and wraps it per call.
+        client = self.client
+        self._step_simulation = client.stepSimulation
+        self._set_motors = client.setJointMotorControlArray
+        self._get_joint_states = client.getJointStates
+        self._get_link_state = client.getLinkState
+        self._get_link_states = client.getLinkStates
+        self._get_base_pose = client.getBasePositionAndOrientation
+        self._get_base_velocity = client.getBaseVelocity
+        self._get_contact_points = client.getContactPoints
+        self._get_rotation_matrix = client.getMatrixFromQuaternion
+        self._inverse_dynamics = client.calculateInverseDynamics
+
+    # --- bodies --------------------------------------------------------------------------------------
 
     def load_urdf(
         self,
@@ -71,9 +239,13 @@ class PyBulletSession:
         base_position: tuple[float, float, float] = (0.0, 0.0, 0.0),
         fixed_base: bool = True,
     ) -> int:
-        """Load a URDF with the inertias written in the file; return its body id."""
+        """Load a URDF with the inertias written in the file; return its body id.
+
+        The file is checked first (``check_urdf_xml``, ``check_urdf_contents``): PyBullet reports those causes
+        only on its own stderr and raises a generic error.
+        """
         resolved = resolve_urdf(path)
-        check_urdf_xml(resolved)
+        check_urdf_contents(resolved, check_urdf_xml(resolved))
         try:
             return self.client.loadURDF(
                 str(resolved),
@@ -89,6 +261,101 @@ class PyBulletSession:
     def load_ground(self) -> int:
         """Add the flat ground plane of pybullet_data at z = 0."""
         return self.client.loadURDF("plane.urdf")
+
+    def joint_infos(self, body: int) -> list[JointInfo]:
+        """Every joint of ``body``, in index order (a joint's index is its child link's)."""
+        client = self.client
+        return [JointInfo.read(client.getJointInfo(body, index)) for index in range(client.getNumJoints(body))]
+
+    def base_link_name(self, body: int) -> str:
+        return self.client.getBodyInfo(body)[0].decode()  # getBodyInfo: (base link name, body name)
+
+    def link_mass(self, body: int, link: int) -> float:
+        """A link's mass (-1: the base), kg."""
+        return self.client.getDynamicsInfo(body, link)[0]  # getDynamicsInfo's first field is the mass
+
+    # --- joints and motors ---------------------------------------------------------------------------
+
+    def clamp_joint_speeds(self, body: int, joints: Sequence[int]) -> None:
+        """``clamp_joint_speeds`` on this session's client."""
+        clamp_joint_speeds(self.client, body, joints)
+
+    def set_joint_damping(self, body: int, joint: int, damping: float) -> None:
+        """A joint's viscous damping, N m s/rad (or N s/m)."""
+        self.client.changeDynamics(body, joint, jointDamping=damping)
+
+    def disable_velocity_motors(self, body: int, joints: Sequence[int]) -> None:
+        """Turn off PyBullet's default velocity motors, which would otherwise resist every torque."""
+        self._set_motors(body, joints, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(joints))
+
+    def hold_joint_positions(self, body: int, joints: Sequence[int], forces: Sequence[float]) -> None:
+        """Hold ``joints`` at their current positions with position motors of at most ``forces`` (N m or N)."""
+        targets = self.joint_positions(body, joints)
+        self._set_motors(body, joints, pybullet.POSITION_CONTROL, targetPositions=targets, forces=forces)
+
+    def set_joint_torques(self, body: int, joints: Sequence[int], torques: Sequence[float]) -> None:
+        """Joint torques (N m, N for prismatic) for the next physics step; a list is the fastest for PyBullet to read."""
+        self._set_motors(body, joints, pybullet.TORQUE_CONTROL, forces=torques)
+
+    def joint_states(self, body: int, joints: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (n,) (rad or m) and velocities (n,) (rad/s or m/s) of ``joints``."""
+        # getJointStates: (position, velocity, reaction forces, applied torque) per joint.
+        positions, velocities = np.array([state[:2] for state in self._get_joint_states(body, joints)]).T
+        return positions, velocities
+
+    def joint_positions(self, body: int, joints: Sequence[int]) -> list[float]:
+        """Positions of ``joints``, rad or m, as a list (what PyBullet's dynamics calls take)."""
+        return [state[0] for state in self._get_joint_states(body, joints)]
+
+    def reset_joint(self, body: int, joint: int, position: float, velocity: float = 0.0) -> None:
+        """Teleport a joint to ``position`` (rad or m) with ``velocity`` (rad/s or m/s)."""
+        self.client.resetJointState(body, joint, position, velocity)
+
+    def inverse_dynamics(self, body: int, positions: list[float], velocities: list[float], accelerations: list[float]):
+        """Generalised forces for the given state and accelerations (PyBullet's order: a floating base first)."""
+        return self._inverse_dynamics(body, positions, velocities, accelerations)
+
+    # --- links, base and contacts --------------------------------------------------------------------
+
+    def link_frame_position(self, body: int, link: int) -> np.ndarray:
+        """World position (3,) of a link's URDF frame origin, m (forward kinematics of the current joint positions)."""
+        return np.array(self._get_link_state(body, link, computeForwardKinematics=True)[_LINK_FRAME_POSITION])
+
+    def link_frame_positions(self, body: int, links: Sequence[int]) -> np.ndarray:
+        """World positions (k, 3) of links' URDF frame origins, m."""
+        states = self._get_link_states(body, links, computeForwardKinematics=True)
+        return np.array([state[_LINK_FRAME_POSITION] for state in states])
+
+    def link_com_positions(self, body: int, links: Sequence[int]) -> list[tuple[float, float, float]]:
+        """World positions of links' centres of mass, m, one 3-tuple per link."""
+        # computeForwardKinematics so that the reading is right after resetJointState, too.
+        states = self._get_link_states(body, links, computeForwardKinematics=True)
+        return [state[_LINK_COM_POSITION] for state in states]
+
+    def base_pose(self, body: int) -> Pose:
+        """Position (m) and orientation (quaternion) of the base's centre of mass, world frame."""
+        return Pose(*self._get_base_pose(body))
+
+    def base_velocity(self, body: int) -> Velocity:
+        return Velocity(*self._get_base_velocity(body))
+
+    def reset_base_pose(self, body: int, position: Sequence[float], orientation: Sequence[float]) -> None:
+        """Teleport the base to ``position`` (m) and ``orientation`` (quaternion)."""
+        self.client.resetBasePositionAndOrientation(body, list(position), list(orientation))
+
+    def rotation_matrix(self, quaternion: Sequence[float]) -> np.ndarray:
+        """The rotation matrix (3, 3) of a quaternion (x, y, z, w)."""
+        return np.array(self._get_rotation_matrix(quaternion)).reshape(3, 3)
+
+    def contact_points(self, body_a: int, body_b: int) -> list[ContactPoint]:
+        """Contact points between two bodies from the last physics step or ``detect_collisions``."""
+        return [ContactPoint(*point) for point in self._get_contact_points(bodyA=body_a, bodyB=body_b)]
+
+    def detect_collisions(self) -> None:
+        """Recompute the contact points for the current positions without stepping."""
+        self.client.performCollisionDetection()
+
+    # --- state, stepping, camera ---------------------------------------------------------------------
 
     def save_state(self) -> int:
         return self.client.saveState()
@@ -125,8 +392,10 @@ class PyBulletSession:
         return self.client.createMultiBody(baseMass=0.0, baseVisualShapeIndex=shape, basePosition=list(position))
 
     def move_marker(self, marker: int, position: np.ndarray) -> None:
-        self.client.resetBasePositionAndOrientation(marker, list(position), [0.0, 0.0, 0.0, 1.0])
+        self.reset_base_pose(marker, position, [0.0, 0.0, 0.0, 1.0])
 
     def close(self) -> None:
+        """Disconnect; calling it again does nothing."""
+        self.closed = True
         with contextlib.suppress(pybullet.error):  # already disconnected
             self.client.disconnect()

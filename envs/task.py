@@ -1,4 +1,4 @@
-"""The reaching task: goals, reward and success, independent of the robot."""
+"""Tasks: goals, reward and episode end. ``ReachTask`` for any robot; ``BalanceTask`` adds balance for a humanoid."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.humanoid import HumanoidRobot
 from envs.robot import Robot
 
 REWARD_TYPES = ("dense", "sparse", "mixed")
@@ -64,6 +65,10 @@ class ReachTask:
             return self.robot.link_position(links[0])
         return np.concatenate([self.robot.link_position(link) for link in links])
 
+    def set_goal(self, goal: np.ndarray) -> None:
+        """The goal (3k,), world frame, m, until the next one."""
+        self.goal = goal
+
     def sample_goal(self, rng: np.random.Generator, start: np.ndarray, goal_range: float = 1.0) -> np.ndarray:
         """A reachable goal: end-effector positions at a random joint configuration within limits.
 
@@ -79,9 +84,6 @@ class ReachTask:
         """Per-end-effector distances (..., k), metres."""
         delta = np.asarray(achieved_goal) - np.asarray(desired_goal)
         return np.sqrt(np.square(delta.reshape(*delta.shape[:-1], -1, 3)).sum(axis=-1))
-
-    def is_success(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
-        return np.all(self.distances(achieved_goal, desired_goal) < self.success_threshold, axis=-1)
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """Reward for a batch (..., 3k) of goals; ``info`` is one dict, an array of dicts, or (from the
@@ -109,3 +111,114 @@ class ReachTask:
     def torque_penalty(self, action: np.ndarray) -> float:
         """``torque_cost`` times the mean squared normalised action (n,)."""
         return self.torque_cost * float(action @ action) / action.size if self.torque_cost else 0.0
+
+    # --- what a task with more to it (balance) adds; nothing for reaching alone -------------------------
+
+    def update_info(self, info: dict[str, Any]) -> None:
+        """Add the task's quantities to a step's or reset's ``info`` (after the robot's observation was read)."""
+
+    def state_penalty(self, info: dict[str, Any]) -> float:
+        """Goal-independent cost of the state beyond the torque cost (e.g. balance), read from ``info``; 0 here."""
+        return 0.0
+
+    def is_terminated(self, info: dict[str, Any]) -> bool:
+        """Whether the episode must end (e.g. a fall), read from ``info``; reaching alone never ends one."""
+        return False
+
+
+# Rejection-sampling budget for a balanced goal (BalanceTask.sample_goal).
+GOAL_ATTEMPTS = 100
+
+
+class BalanceTask(ReachTask):
+    """Reaching on a free-standing humanoid without falling: balanced goals, a balance cost, falls end the episode.
+
+    Reward: ``ReachTask``'s, with the goal-independent ``state_penalty``: ``balance_weight`` times the shortfall of
+    the footprint margin (``HumanoidRobot.footprint_margin``, m) below ``com_margin_target``, plus ``fall_penalty``
+    on a fall. A fall (``info["fell"]``) is the robot's (``HumanoidRobot.fell``: tilted or dropped), or the footprint
+    margin below ``fall_com_margin``; it ends the episode.
+
+    Goal kinds: a goal farther from an end effector's shoulder (``Robot.limb_root``, where it is in the start pose)
+    than that arm's reach (``Robot.limb_length``) needs a lean of the torso ("lean"), else "upright"; a goal for
+    several end effectors is "lean" when any of them needs one.
+
+    :param robot: the standing humanoid.
+    :param end_effectors: link names, as ``ReachTask``'s.
+    :param success_threshold: metres, as ``ReachTask``'s.
+    :param reward_type: as ``ReachTask``'s.
+    :param torque_cost: as ``ReachTask``'s.
+    :param balance_weight: weight of the footprint margin's shortfall in the penalty, per metre.
+    :param com_margin_target: footprint margin below which the balance cost starts, m; also the least margin of a
+        sampled goal's pose.
+    :param fall_com_margin: a footprint margin below this is a fall, m (``None``: never). With rigid legs a COM
+        outside the feet cannot be caught by a step: ending the episode there puts the penalty on the action that
+        lost balance, not 20 steps later.
+    :param fall_penalty: subtracted from the reward on the step of a fall, so falling never pays.
+    """
+
+    def __init__(
+        self,
+        robot: HumanoidRobot,
+        end_effectors: Sequence[str],
+        success_threshold: float,
+        reward_type: str = "dense",
+        torque_cost: float = 0.0,
+        balance_weight: float = 20.0,
+        com_margin_target: float = 0.05,
+        fall_com_margin: float | None = 0.0,
+        fall_penalty: float = 100.0,
+    ) -> None:
+        if com_margin_target < 0:
+            raise ValueError(f"com_margin_target must be >= 0 m, got {com_margin_target}.")
+        super().__init__(robot, end_effectors, success_threshold, reward_type, torque_cost)
+        self.robot: HumanoidRobot = robot
+        self.balance_weight = balance_weight
+        self.com_margin_target = com_margin_target
+        self.fall_com_margin = fall_com_margin
+        self.fall_penalty = fall_penalty
+        self.neutral_goal = self.achieved_goal()  # the goal when no balanced pose turns up
+        self.shoulder_links = [robot.limb_root(link) for link in self.end_effector_links]
+        self.reaches = np.array([robot.limb_length(link) for link in self.end_effector_links])  # (k,), m
+        self.measure_shoulders()
+        self.goal_kind = self.kind_of(self.goal)
+
+    def measure_shoulders(self) -> None:
+        """Take the shoulders' positions now as the start pose's (the env calls it with the robot there)."""
+        self.shoulders = np.array([self.robot.link_position(link) for link in self.shoulder_links])  # (k, 3), m
+
+    def kind_of(self, goal: np.ndarray) -> str:
+        """``"lean"`` when a goal (3k,), m, lies beyond its arm's reach from its shoulder, else ``"upright"``."""
+        distances = np.linalg.norm(np.reshape(goal, (-1, 3)) - self.shoulders, axis=1)
+        return "lean" if bool(np.any(distances > self.reaches)) else "upright"
+
+    def set_goal(self, goal: np.ndarray) -> None:
+        super().set_goal(goal)
+        self.goal_kind = self.kind_of(goal)
+
+    def sample_goal(self, rng: np.random.Generator, start: np.ndarray, goal_range: float = 1.0) -> np.ndarray:
+        """``ReachTask.sample_goal``'s goal of a pose whose COM lies at least ``com_margin_target`` inside the
+        footprint (statically balanced on the planted feet); after ``GOAL_ATTEMPTS`` draws without one, the
+        neutral goal (the hands at the loaded pose)."""
+        for _ in range(GOAL_ATTEMPTS):
+            goal = super().sample_goal(rng, start, goal_range)
+            if self.robot.footprint_com_margin() >= self.com_margin_target:
+                return goal
+        return self.neutral_goal.copy()
+
+    def update_info(self, info: dict[str, Any]) -> None:
+        """``com_margin`` and ``footprint_margin`` (m), ``fell``, ``zmp`` (2,) m, ``goal_kind``, from the robot's
+        balance reading of the observation just made."""
+        robot = self.robot
+        info["com_margin"] = float(robot.balance_state.com_margin)
+        info["footprint_margin"] = float(robot.footprint_margin)
+        lost_balance = self.fall_com_margin is not None and robot.footprint_margin < self.fall_com_margin
+        info["fell"] = lost_balance or robot.fell()
+        info["zmp"] = robot.balance_state.zmp
+        info["goal_kind"] = self.goal_kind
+
+    def state_penalty(self, info: dict[str, Any]) -> float:
+        shortfall = max(0.0, self.com_margin_target - info["footprint_margin"])
+        return self.balance_weight * shortfall + (self.fall_penalty if info["fell"] else 0.0)
+
+    def is_terminated(self, info: dict[str, Any]) -> bool:
+        return info["fell"]

@@ -31,6 +31,19 @@ STATE_FILE = "state.json"  # written last: its presence marks a complete checkpo
 LOCK_FILE = ".lock"  # in the run directory: holds the pid of the process training it
 
 
+class DiskWriteError(OSError):
+    """A file of the run could not be written (a full disk, a read-only directory); its temporary is gone."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        # torch.save to a path reports a full disk as a RuntimeError ("unexpected pos ..."), not an OSError.
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        super().__init__(
+            f"could not write {path} ({reason}); free space on its disk or make it writable (the files "
+            "already there are intact)"
+        )
+        self.strerror = reason  # what callers that name their own fix print
+
+
 def fsync_tree(path: Path) -> None:
     """Flush every file below ``path`` and the directories themselves to disk."""
     for root, _, files in os.walk(path):
@@ -58,6 +71,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except (OSError, RuntimeError) as error:
+        raise DiskWriteError(path, error) from error
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -82,11 +97,14 @@ def statistics_path(model_path: Path) -> Path:
 
 def save_model(model: BaseAlgorithm, path: Path) -> None:
     """Save an SB3 model zip atomically (the temporary name keeps the ``.zip`` suffix SB3 expects), with
-    its ``VecNormalize`` statistics as they are now: the policy only works on observations normalised so."""
+    its ``VecNormalize`` statistics as they are now: the policy only works on observations normalised so.
+
+    The replay-buffer settings stay out (checkpoints keep them, to resume): SB3 cannot build HER's buffer
+    without an env, so without them ``DDPG.load(path)`` alone loads the model to act."""
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
         atomic_write(statistics_path(path), lambda tmp: vec_normalize.save(str(tmp)))
-    atomic_write(Path(path), model.save)
+    atomic_write(Path(path), lambda tmp: model.save(tmp, exclude=["replay_buffer_class", "replay_buffer_kwargs"]))
 
 
 def save_checkpoint(
@@ -107,17 +125,21 @@ def save_checkpoint(
     final = directory / f"step_{model.num_timesteps:012d}"
     tmp = directory / f".tmp-{os.getpid()}-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save(tmp / MODEL_FILE)
-    if replay_buffer:
-        model.save_replay_buffer(tmp / REPLAY_FILE)
-    vec_normalize = model.get_vec_normalize_env()
-    if vec_normalize is not None:
-        vec_normalize.save(str(tmp / VECNORMALIZE_FILE))
-    if actor_average is not None:
-        actor_average.save(tmp / AVERAGE_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps({**state, "num_timesteps": model.num_timesteps}, indent=2) + "\n")
-    fsync_tree(tmp)
+    try:
+        tmp.mkdir()
+        model.save(tmp / MODEL_FILE)
+        if replay_buffer:
+            model.save_replay_buffer(tmp / REPLAY_FILE)
+        vec_normalize = model.get_vec_normalize_env()
+        if vec_normalize is not None:
+            vec_normalize.save(str(tmp / VECNORMALIZE_FILE))
+        if actor_average is not None:
+            actor_average.save(tmp / AVERAGE_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "num_timesteps": model.num_timesteps}, indent=2) + "\n")
+        fsync_tree(tmp)
+    except (OSError, RuntimeError) as error:
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint helps nobody and holds the space
+        raise DiskWriteError(final, error) from error
     if final.exists():  # same step saved again (e.g. a resume that did not advance)
         remove_checkpoint(final)
     os.replace(tmp, final)

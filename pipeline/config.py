@@ -12,7 +12,6 @@ import inspect
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -22,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 import envs  # noqa: F401  (registers the gymnasium ids)
+from envs.session import package_data_dir
 
 # conf/env/<name>.yaml -> gymnasium id
 ENV_PRESETS = {
@@ -33,7 +33,7 @@ ENV_PRESETS = {
 }
 # Chosen per run, not per experiment: not config keys.
 RUNTIME_ENV_PARAMETERS = {"self", "render_mode"}
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = package_data_dir("pipeline", "conf")  # the checkout's conf/, or a wheel's copy in pipeline/conf/
 
 
 def _omegaconf_type(annotation: Any) -> Any:
@@ -201,7 +201,7 @@ class TrainConfig:
     seed: int = 0
     total_timesteps: int = 50_000  # env steps, summed over the n_envs envs
     n_envs: int = 1
-    # None: the cores this process may use, divided among a joblib sweep's parallel jobs (torch_thread_count)
+    # None: this job's share of the cores under its launcher (pipeline/launchers.py job_torch_threads)
     torch_threads: Optional[int] = None  # noqa: UP045
     device: str = "cpu"
     normalize_observations: bool = False  # VecNormalize on observations (stats saved with the models)
@@ -348,3 +348,103 @@ def validate_config(cfg: Any) -> None:
             raise ValueError(f"env.{key} must be a finite cost >= 0, got {cfg.env[key]}.")
     if cfg.env.id not in gym.registry:
         raise ValueError(f"unknown env id '{cfg.env.id}'; choose env= one of {sorted(ENV_PRESETS)}.")
+
+
+# --- evaluate.py (conf/evaluate.yaml) -------------------------------------------------------------------
+
+
+@dataclass
+class JacobianConfig:
+    """``JacobianController``'s gains (pipeline/controllers.py)."""
+
+    kp: float = 400.0  # stiffness, 1/s^2
+    kd: float = 40.0  # damping, 1/s
+    damping: float = 0.05  # least DLS damping, m
+    error_damping: float = 0.5  # DLS damping per metre of error
+
+
+@dataclass
+class FabrikConfig:
+    """``FabrikController``'s settings (pipeline/controllers.py); the humanoid does better at kp=100 kd=20."""
+
+    kp: float = 400.0  # stiffness, 1/s^2
+    kd: float = 40.0  # damping, 1/s
+    tolerance: float = 1e-4  # FABRIK stops this close to the goal, m
+    max_iterations: int = 50
+    resolve_distance: float = 1e-3  # solve again when the goal moves this far in the limb's frame, m
+
+
+@dataclass
+class BalancedJacobianConfig:
+    """``BalancedJacobianController``'s gains (pipeline/controllers.py): the humanoid's balance-first IK."""
+
+    kp: float = 100.0  # stiffness, 1/s^2
+    kd: float = 20.0  # damping, 1/s
+    damping: float = 0.05  # least DLS damping of the reach task, m
+    error_damping: float = 0.5  # its damping per metre of error
+    com_damping: float = 0.02  # DLS damping of the balance task, m
+    margin: Optional[float] = None  # noqa: UP045  COM margin (m) below which balance pulls back; null: the env's
+    band: float = 0.05  # margin range (m) above it over which the balance task fades out
+
+
+@dataclass
+class EvaluateConfig:
+    """See conf/evaluate.yaml."""
+
+    run: Optional[str] = None  # noqa: UP045  (OmegaConf reads typing.Optional)
+    checkpoint: Optional[str] = None  # noqa: UP045
+    sweep: Optional[str] = None  # noqa: UP045
+    controller: Any = "policy"  # a name, or a list of names
+    jacobian: JacobianConfig = field(default_factory=JacobianConfig)
+    fabrik: FabrikConfig = field(default_factory=FabrikConfig)
+    jacobian_balance: BalancedJacobianConfig = field(default_factory=BalancedJacobianConfig)
+    model: str = "best"
+    n_episodes: int = 200
+    goal_seed: Optional[int] = None  # noqa: UP045
+    env: dict[str, Any] = field(default_factory=dict)
+    video: bool = False
+    video_episodes: int = 3
+    plots: bool = False
+    export: bool = False
+    torch_threads: int = 1
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+# controller=: the run's policy, or a classical controller of pipeline/controllers.py (evaluate.py's
+# CLASSICAL) whose gains are the EvaluateConfig node of the same name.
+CONTROLLERS = ("policy", "jacobian", "fabrik", "jacobian_balance")
+# model= with run=: the run-level zip of that name; "latest" is the newest complete checkpoint.
+MODELS = {"best": "best_model.zip", "final": "final_model.zip"}
+
+
+def register_evaluate_config() -> None:
+    """Put ``EvaluateConfig`` in Hydra's ConfigStore; ``conf/evaluate.yaml`` extends it."""
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+def controller_names(cfg: Any) -> list[str]:
+    """``controller=jacobian`` or ``controller=[policy,jacobian]`` as a list of names."""
+    return [cfg.controller] if isinstance(cfg.controller, str) else list(cfg.controller)
+
+
+def validate_evaluate_config(cfg: Any) -> None:
+    """Checks the evaluate schema's types cannot express; raises ValueError naming the key and the fix."""
+    names = controller_names(cfg)
+    unknown = [name for name in names if name not in CONTROLLERS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown controller '{unknown[0] if unknown else ''}'; choose controller= one of {CONTROLLERS}, "
+            "or a list of them, e.g. controller=[policy,jacobian]."
+        )
+    if cfg.sweep and len(names) > 1:
+        raise ValueError("sweep= ranks the jobs by one controller: give controller= one name.")
+    if cfg.model not in (*MODELS, "latest"):
+        raise ValueError(f"unknown model '{cfg.model}'; choose model= one of {(*MODELS, 'latest')}.")
+    if cfg.n_episodes < 1 or cfg.video_episodes < 1:
+        raise ValueError(f"n_episodes and video_episodes must be >= 1, got {cfg.n_episodes}, {cfg.video_episodes}.")
+    if cfg.export and (cfg.sweep or names != ["policy"]):
+        raise ValueError("export=true writes a run's policy: give it with run= or checkpoint=, controller=policy.")
+    if cfg.sweep and (cfg.run or cfg.checkpoint):
+        raise ValueError("sweep= evaluates every job of a multirun: give it without run= or checkpoint=.")
+    if not (cfg.sweep or cfg.run or cfg.checkpoint):
+        raise ValueError("nothing to evaluate; pass run=<run dir>, checkpoint=<model .zip> or sweep=<multirun dir>.")

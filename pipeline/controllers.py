@@ -592,7 +592,7 @@ class BalancedJacobianController(_JointTorqueController):
     mass-weighted mean of every link's COM Jacobian (calculateJacobian at each link's centre of mass; the
     pelvis and the rigid legs do not move with the joints, since the planted feet pin them, so their terms are
     zero and only count in the total mass). ``e1`` pushes the COM toward the centre of the planted feet's
-    footprint (``env.footprint``, the polygon of the env's fall rule) by the shortfall of its margin
+    footprint (``env.robot.footprint``, the polygon of the env's fall rule) by the shortfall of its margin
     (``envs.balance.com_margin``) below ``margin``. The task is weighted by an activation ``h`` in [0, 1], 1 at
     a margin of ``margin`` or less, 0 from ``margin + band`` on, linear between (``J1`` and ``e1`` both times
     ``h``): well inside the feet the hands move the COM freely; nearer the edge the task first holds the COM
@@ -611,8 +611,8 @@ class BalancedJacobianController(_JointTorqueController):
     :param error_damping: the reach task's damping per metre of error (dimensionless).
     :param com_damping: damping of the balance task, m; small next to the COM Jacobian's ~0.2 m/rad of the
         waist, large next to the arms' ~0.02 m/rad, so that balance is kept with the torso, not by flailing arms.
-    :param margin: COM margin (m) below which the balance task pulls the COM back; ``None``: the env's
-        ``com_margin_target`` (every sampled goal's pose has at least this margin).
+    :param margin: COM margin (m) below which the balance task pulls the COM back; ``None``:
+        ``env.task.com_margin_target`` (every sampled goal's pose has at least this margin).
     :param band: margin range (m) above ``margin`` over which the balance task fades out.
     :raises ValueError: for an env without feet (not a ``HumanoidReachEnv``).
     """
@@ -635,16 +635,16 @@ class BalancedJacobianController(_JointTorqueController):
             )
         super().__init__(env, kp, kd)
         self.damping, self.error_damping, self.com_damping = damping, error_damping, com_damping
-        self.margin = env.com_margin_target if margin is None else margin
+        self.margin = env.task.com_margin_target if margin is None else margin
         self.band = band
         self.hands = [(link, self.link_origin_offset(link)) for link in env.task.end_effector_links]
         # Links that move with the env's joints: those with one of them above.
-        balance = env.balance
+        balance = env.robot.balance
         moving = [link for link in balance.link_indices if self.robot.moved_by_actuated_joints(link)]
         self.com_links = [(link, [0.0, 0.0, 0.0]) for link in moving]
         mass_by_link = dict(zip([-1, *balance.link_indices], balance.masses))
         self.com_weights = np.array([mass_by_link[link] for link, _ in self.com_links]) / balance.total_mass
-        self.centre = env.footprint.mean(axis=0)  # (2,), m
+        self.centre = env.robot.footprint.mean(axis=0)  # (2,), m
 
     def __call__(self, observation: Observation = None) -> np.ndarray:
         """Normalised action (n_joints,) in [-1, 1] for the env's current state; ``observation`` is unused."""
@@ -654,8 +654,8 @@ class BalancedJacobianController(_JointTorqueController):
         k = len(self.hands)
         reach_jacobian = jacobians[:k].reshape(-1, n)
         com_jacobian = np.tensordot(self.com_weights, jacobians[k:, :2], axes=1)  # (2, n_joints)
-        com = env.balance.center_of_mass()[:2]
-        margin = com_margin(com, env.footprint)
+        com = env.robot.balance.center_of_mass()[:2]
+        margin = com_margin(com, env.robot.footprint)
         activation = float(np.clip((self.margin + self.band - margin) / self.band, 0.0, 1.0))
         com_error = unit(self.centre - com) * max(0.0, self.margin - margin)
         balance_jacobian = activation * com_jacobian

@@ -26,6 +26,8 @@ Controller = Callable[[Observation], np.ndarray]  # observation -> normalised ac
 # Goal sets: episode i of a set resets with seed base + i. Periodic evaluation (model selection)
 # and the final evaluation (reported figures) use disjoint seeds.
 PERIODIC_SEED_OFFSET = 100_000
+# The goal kinds a humanoid env reports in info["goal_kind"]: does the goal need a lean of the torso?
+GOAL_KINDS = ("lean", "upright")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class EpisodeResult:
     mean_abs_torque: float
     steps: int
     control_time_us: float = float("nan")  # mean wall time of one controller call, microseconds
+    goal_kind: str | None = None  # the reset's info["goal_kind"] ("lean" or "upright"); None where the env has none
     distances: list[float] = field(default_factory=list, repr=False)  # largest end-effector error per step, m
 
 
@@ -72,6 +75,7 @@ def run_episode(
 ) -> EpisodeResult:
     """Reset with ``seed`` (which fixes goal and start pose) and run until the episode ends."""
     observation, info = env.reset(seed=seed)
+    goal_kind = info.get("goal_kind")
     unwrapped = env.unwrapped
     goal = unwrapped.task.goal.tolist()
     episode_return, torques, distances, successes = 0.0, [], [info["distance"]], [info["is_success"]]
@@ -102,6 +106,7 @@ def run_episode(
         mean_abs_torque=float(np.mean(torques)),
         steps=len(torques),
         control_time_us=1e6 * control_time / len(torques),
+        goal_kind=goal_kind,
         distances=[float(d) for d in distances],
     )
 
@@ -112,10 +117,14 @@ def evaluate(env: gym.Env, controller: Controller, n_goals: int, goal_seed: int)
 
 def summarise(results: list[EpisodeResult]) -> dict[str, float]:
     """Success rate, final-distance statistics (m), time to reach (s), fall rate, torque (N m), return,
-    controller compute time (microseconds per control step)."""
+    controller compute time (microseconds per control step).
+
+    Where the episodes carry a goal kind (the humanoid envs), also per kind of ``GOAL_KINDS``: ``success_rate_<kind>``,
+    ``fall_rate_<kind>`` (NaN without such goals) and ``goals_<kind>``, the number of its episodes.
+    """
     final = np.array([r.final_distance for r in results])
     reach_times = np.array([r.time_to_reach for r in results])
-    return {
+    summary = {
         "success_rate": float(np.mean([r.success for r in results])),
         "final_distance_mean": float(final.mean()),
         "final_distance_median": float(np.median(final)),
@@ -128,9 +137,17 @@ def summarise(results: list[EpisodeResult]) -> dict[str, float]:
         "control_time_us_mean": float(np.mean([r.control_time_us for r in results])),
         "n_episodes": len(results),
     }
+    if any(r.goal_kind is not None for r in results):
+        for kind in GOAL_KINDS:
+            chosen = [r for r in results if r.goal_kind == kind]
+            summary[f"success_rate_{kind}"] = float(np.mean([r.success for r in chosen])) if chosen else float("nan")
+            summary[f"fall_rate_{kind}"] = float(np.mean([r.fell for r in chosen])) if chosen else float("nan")
+            summary[f"goals_{kind}"] = len(chosen)
+    return summary
 
 
 def episode_rows(results: list[EpisodeResult]) -> list[dict[str, Any]]:
+    """One dict per episode, every field of ``EpisodeResult`` (``goal_kind`` among them)."""
     return [asdict(r) for r in results]
 
 

@@ -82,7 +82,7 @@ def test_center_of_mass_matches_independent_mass_weighted_sums() -> None:
     env = gym.make("HumanoidReach-v0", initial_joint_noise=0.0).unwrapped
     try:
         env.reset(seed=0)
-        sensor, client, body = env.balance, env.session.client, env.robot.body
+        sensor, client, body = env.robot.balance, env.session.client, env.robot.body
         total, expected = urdf_neutral_com(base_height=env.session.client.getBasePositionAndOrientation(body)[0][2])
         assert sensor.total_mass == pytest.approx(total) == pytest.approx(70.0)
         np.testing.assert_allclose(sensor.center_of_mass(), expected, atol=1e-9)
@@ -120,7 +120,7 @@ def test_at_rest_com_projection_equals_center_of_pressure(pose: list[float] | No
         env.reset(seed=0)
         for _ in range(24):  # 1 s at rest
             _, _, terminated, _, info = env.step(np.zeros(env.action_space.shape))
-        state = env.balance.measure()
+        state = env.robot.balance.measure()
         assert not terminated
         assert np.linalg.norm(state.com[:2] - info["zmp"]) < 0.01
         assert len(state.polygon) >= 4 and state.com_margin == pytest.approx(info["com_margin"])

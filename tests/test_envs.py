@@ -494,3 +494,183 @@ def test_unknown_or_fixed_joint(make_env: Callable[..., gym.Env], joint: str) ->
     with pytest.raises(ValueError, match=f"joint '{joint}'.*'shoulder', 'elbow'") as excinfo:
         make_env(joints=["shoulder", joint])
     assert_single_error(excinfo)
+
+
+# --- issues 23, 24, 26: the numbers stay, goal kinds, env-level messages ---------------------------------
+
+REFERENCE = Path(__file__).parent / "data" / "env_rollouts.npz"
+# name -> (id, kwargs, action bias): every registered id, both observation kinds, a KUKA under gravity, and
+# forward-biased actions that make the humanoid fall (terminations).
+REFERENCE_CASES: dict[str, tuple[str, dict[str, Any], float]] = {
+    "planar": ("PlanarArmReach-v0", {}, 0.0),
+    "planar_her": (
+        "PlanarArmReach-v0",
+        {"goal_conditioned": True, "reward_type": "mixed", "torque_cost": 0.1, "observe_joint_positions": True},
+        0.0,
+    ),
+    "kuka": ("UrdfReach-v0", {**KUKA, "gravity_compensation": True, "velocity_damping": 5.0}, 0.0),
+    "humanoid": ("HumanoidReach-v0", {}, 0.0),
+    "humanoid_falls": ("HumanoidReach-v0", {}, 0.7),
+    "bimanual_her": ("HumanoidBimanualReach-v0", {"goal_conditioned": True, "reward_type": "mixed"}, 0.0),
+}
+
+
+def reference_rollout(env_id: str, kwargs: dict[str, Any], bias: float, steps: int = 60) -> dict[str, np.ndarray]:
+    """Observations (flattened, Dict keys in order), rewards, ends, distances (m) and penalties of a seeded
+    rollout with uniform random actions plus ``bias`` (clipped), resetting at each episode end."""
+    env = gym.make(env_id, **kwargs)
+    rng = np.random.default_rng(5)
+    record: dict[str, list] = {
+        "obs": [],
+        "reward": [],
+        "terminated": [],
+        "truncated": [],
+        "distance": [],
+        "penalty": [],
+    }
+
+    def keep(obs: Any, info: dict[str, Any], reward: float = 0.0, terminated: bool = False, truncated: bool = False):
+        flat = np.concatenate(list(obs.values())) if isinstance(obs, dict) else obs
+        for key, value in zip(record, (flat, reward, terminated, truncated, info["distance"], info["penalty"])):
+            record[key].append(value)
+
+    try:
+        keep(*env.reset(seed=3))
+        for _ in range(steps):
+            action = np.clip(rng.uniform(-1.0, 1.0, env.action_space.shape) + bias, -1.0, 1.0).astype(np.float32)
+            obs, reward, terminated, truncated, info = env.step(action)
+            keep(obs, info, reward, terminated, truncated)
+            if terminated or truncated:
+                keep(*env.reset())
+    finally:
+        env.close()
+    return {key: np.array(values) for key, values in record.items()}
+
+
+def write_reference() -> None:
+    """Rewrite the reference, only for a change meant to alter the numbers:
+    ``python -c "from tests.test_envs import write_reference; write_reference()"``."""
+    arrays = {
+        f"{name}/{key}": values
+        for name, case in REFERENCE_CASES.items()
+        for key, values in reference_rollout(*case).items()
+    }
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **arrays)
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_CASES))
+def test_rollouts_match_the_reference(name: str) -> None:
+    """Observations, rewards and ends of every registered id as recorded before the robot/task split (issue 23)."""
+    reference = np.load(REFERENCE)
+    for key, values in reference_rollout(*REFERENCE_CASES[name]).items():
+        np.testing.assert_allclose(values, reference[f"{name}/{key}"], rtol=1e-6, atol=1e-7, err_msg=f"{name}: {key}")
+    if name == "humanoid_falls":
+        assert reference[f"{name}/terminated"].sum() >= 1
+
+
+def test_humanoid_goal_kind_says_whether_the_goal_needs_a_lean(make_env: Callable[..., gym.Env]) -> None:
+    """A goal beyond the arm's reach from its shoulder (start pose) is "lean", else "upright" (issue 24)."""
+    env = make_env("HumanoidReach-v0", initial_joint_noise=0.0).unwrapped
+    _, info = env.reset(seed=0)
+    # The start pose hangs the arm straight down: the reach is the shoulder joint's distance to the hand there.
+    shoulder = env.robot.link_position(env.robot.link_index("right_shoulder_pitch_link"))
+    reach = float(np.linalg.norm(env.task.achieved_goal() - shoulder))
+    assert reach == pytest.approx(0.64, abs=1e-6) and env.task.reaches == pytest.approx([reach])
+    kinds = []
+    for seed in range(30):
+        _, info = env.reset(seed=seed)
+        expected = "lean" if np.linalg.norm(env.task.goal - shoulder) > reach else "upright"
+        assert info["goal_kind"] == expected
+        kinds.append(expected)
+        assert env.step(np.zeros(env.action_space.shape, dtype=np.float32))[-1]["goal_kind"] == expected
+    assert set(kinds) == {"lean", "upright"}
+    for offset, kind in ((0.5, "upright"), (0.7, "lean")):  # m ahead of the shoulder
+        _, info = env.reset(seed=0, options={"goal": shoulder + [offset, 0.0, 0.0]})
+        assert info["goal_kind"] == kind
+
+    both = make_env("HumanoidBimanualReach-v0", initial_joint_noise=0.0).unwrapped
+    both.reset(seed=0)
+    left, right = (
+        both.robot.link_position(both.robot.link_index(f"{side}_shoulder_pitch_link")) for side in ("left", "right")
+    )
+    for left_offset, right_offset, kind in ((0.5, 0.5, "upright"), (0.5, 0.7, "lean"), (0.7, 0.5, "lean")):
+        goal = np.concatenate([left + [left_offset, 0.0, 0.0], right + [right_offset, 0.0, 0.0]])
+        assert both.reset(seed=0, options={"goal": goal})[1]["goal_kind"] == kind
+    assert "goal_kind" not in make_env().reset(seed=0)[1]  # an arm has no torso to lean
+
+
+def test_evaluation_reports_rates_per_goal_kind(make_env: Callable[..., gym.Env]) -> None:
+    """summarise splits success and falls by goal kind where the env gives one; episode rows carry it."""
+    from pipeline.evaluation import episode_rows, evaluate, summarise
+
+    env = make_env("HumanoidReach-v0", max_episode_steps=3)
+    results = evaluate(env, lambda observation: np.zeros(env.action_space.shape, dtype=np.float32), 8, 0)
+    summary, rows = summarise(results), episode_rows(results)
+    for kind in ("lean", "upright"):
+        chosen = [row for row in rows if row["goal_kind"] == kind]
+        assert summary[f"goals_{kind}"] == len(chosen) > 0
+        assert summary[f"success_rate_{kind}"] == np.mean([row["success"] for row in chosen])
+        assert summary[f"fall_rate_{kind}"] == np.mean([row["fell"] for row in chosen])
+    planar = summarise(evaluate(make_env(max_episode_steps=3), lambda observation: np.zeros(2), 2, 0))
+    assert not any(key.endswith(("_lean", "_upright")) for key in planar) and "success_rate" in planar
+
+
+def test_wrong_shaped_action_names_the_action_space(make_env: Callable[..., gym.Env]) -> None:
+    env = make_env()
+    env.reset(seed=0)
+    for bad in ([0.1, 0.2, 0.3], [0.5], np.zeros((2, 2))):
+        with pytest.raises(ValueError, match=r"action has shape .*, but the action space's shape is \(2,\)") as excinfo:
+            env.step(np.array(bad, dtype=np.float32))
+        assert "'shoulder', 'elbow'" in str(excinfo.value)
+        assert_single_error(excinfo)
+
+
+INERTIA = '<inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial>'
+LIMIT = '<limit lower="-1" upper="1" effort="1" velocity="1"/>'
+
+
+@pytest.mark.parametrize(
+    ("joint", "limit", "mesh", "message"),
+    [
+        ("revolute", "", "", r"revolute joint 'j' has no <limit>; add <limit lower=.*continuous"),
+        ("prismatic", "", "", r"prismatic joint 'j' has no <limit>; add <limit"),
+        ("revolute", LIMIT, "meshes/arm.stl", r"mesh file 'meshes/arm.stl' of link 'arm' not found"),
+        ("revolute", LIMIT, "package://arm/arm.stl", r"mesh file 'package://arm/arm.stl' of link 'arm' not found"),
+        ("revolute", LIMIT, "arm.ply", r"mesh 'arm.ply', a format PyBullet cannot read"),
+    ],
+)
+def test_urdf_joint_without_limit_or_missing_mesh_is_named(
+    make_env: Callable[..., gym.Env],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture,
+    joint: str,
+    limit: str,
+    mesh: str,
+    message: str,
+) -> None:
+    """Named from the URDF before PyBullet sees it (PyBullet would print the cause and raise a generic error)."""
+    visual = f'<visual><geometry><mesh filename="{mesh}"/></geometry></visual>' if mesh else ""
+    path = tmp_path / "arm.urdf"
+    path.write_text(
+        f'<robot name="r"><link name="base">{INERTIA}</link><link name="arm">{INERTIA}{visual}</link>'
+        f'<joint name="j" type="{joint}"><parent link="base"/><child link="arm"/><axis xyz="0 0 1"/>{limit}</joint>'
+        "</robot>"
+    )
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=message) as excinfo:
+        make_env("UrdfReach-v0", urdf=str(path), end_effector="arm")
+    assert str(path) in str(excinfo.value) and "\n" not in str(excinfo.value)
+    assert_single_error(excinfo)
+    assert "b3Error" not in capfd.readouterr().err  # PyBullet never parsed it
+
+
+@pytest.mark.parametrize("env_id", ["PlanarArmReach-v0", "HumanoidReach-v0"])
+def test_step_or_reset_after_close_says_the_env_is_closed(make_env: Callable[..., gym.Env], env_id: str) -> None:
+    env = make_env(env_id)
+    env.reset(seed=0)
+    env.close()
+    for call in (lambda: env.step(env.action_space.sample()), lambda: env.reset(seed=0), env.render):
+        with pytest.raises(ValueError, match=r"is closed \(close\(\) was called\); make a new env with gym.make"):
+            call()
+    env.close()  # closing twice is harmless

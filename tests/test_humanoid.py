@@ -48,11 +48,11 @@ def test_gravity_compensation_holds_neutral_pose_for_5_s() -> None:
     env = make(gravity_compensation=True, initial_joint_noise=0.0)
     try:
         env.reset(seed=0)
-        start = env.balance.link_com_positions()
+        start = env.robot.balance.link_com_positions()
         for _ in range(5 * STEPS_PER_SECOND):
             _, _, terminated, truncated, _ = env.step(np.zeros(env.action_space.shape))
             assert not (terminated or truncated)
-        drift = np.linalg.norm(env.balance.link_com_positions() - start, axis=1).max()
+        drift = np.linalg.norm(env.robot.balance.link_com_positions() - start, axis=1).max()
         assert drift < 0.01, f"a link moved {drift:.4f} m"
     finally:
         env.close()
@@ -103,7 +103,7 @@ def test_forced_forward_lean_falls_and_ends_the_episode() -> None:
             if terminated or truncated:
                 break
         assert terminated and not truncated and info["fell"]
-        assert info["com_margin"] < 0 and reward < -env.fall_penalty
+        assert info["com_margin"] < 0 and reward < -env.task.fall_penalty
     finally:
         env.close()
 
@@ -119,7 +119,7 @@ def lean_until_the_end(env: HumanoidReachEnv) -> tuple[int, list[float], float]:
         margins.append(info["footprint_margin"])
         if terminated:
             assert info["fell"]
-            return step, margins, env.pelvis_tilt()
+            return step, margins, env.robot.pelvis_tilt()
     raise AssertionError("the lean never ended the episode")
 
 
@@ -175,7 +175,7 @@ def test_goals_are_balanced_and_some_need_a_lean() -> None:
         beyond_arm = 0
         for seed in range(40):
             env.reset(seed=seed)
-            assert not np.array_equal(env.task.goal, env.neutral_goal), "goal sampling fell back to neutral"
+            assert not np.array_equal(env.task.goal, env.task.neutral_goal), "goal sampling fell back to neutral"
             beyond_arm += np.linalg.norm(env.task.goal - shoulder) > ARM_LENGTH
         assert beyond_arm >= 4, "no goal requires leaning the torso"
     finally:

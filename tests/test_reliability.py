@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from stable_baselines3 import DDPG
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_pkl
@@ -25,6 +27,7 @@ from stable_baselines3.common.save_util import load_from_pkl
 from pipeline import checkpoints
 from pipeline.config import compose_train_config
 from pipeline.factory import make_env, make_model, make_training_env
+from pipeline.resume import resumed_config
 from tests.conftest import (
     REPO,
     TINY,
@@ -660,3 +663,91 @@ def test_bad_input_exits_with_one_clear_line(name: str, bad_input_results: dict[
     # (A resume's Hydra log, .hydra_resume/ and .lock are written before train.py's checks: not run files.)
     after = {str(p): p.stat().st_mtime for p in case_dir.rglob("*") if p.is_file() and not bookkeeping_file(p)}
     assert {k: v for k, v in after.items() if k not in before or before[k] != v} == {}
+
+
+# --- resume refuses what its checkpoint fixes (issue 26) -----------------------------------------------
+
+# name: (overrides given with resume=, the keys the one line names). The checkpoint's model, replay buffer
+# and normalisation statistics were made on the run's task by its algorithm with its n_envs envs.
+RESUME_REFUSALS: dict[str, tuple[list[str], list[str]]] = {
+    "an env key": (["env.reward_type=sparse"], ["env.reward_type"]),
+    "an env list key": (["env.action_scale=[0.5,0.5]", "total_timesteps=400"], ["env.action_scale"]),
+    "another env": (["env=humanoid"], ["env=humanoid"]),
+    "more envs": (["n_envs=2", "total_timesteps=400"], ["n_envs"]),
+    "another algo": (["algo=td3"], ["algo=td3"]),
+    "observation normalisation": (["normalize_observations=true"], ["normalize_observations"]),
+    "several keys": (
+        ["env.reward_type=sparse", "algo.net_arch=[8]", "n_envs=2", "algo.learning_rate=0.0005"],
+        ["env.reward_type", "algo.net_arch", "n_envs"],
+    ),
+}
+
+
+def run_dir_snapshot(run_dir: Path) -> dict[str, tuple[Any, ...]]:
+    """Every entry under ``run_dir`` (hidden ones, symlinks unfollowed): a file's size, mtime and sha256,
+    a directory's or link's presence (and the link's target)."""
+    entries: dict[str, tuple[Any, ...]] = {}
+    for root, directories, files in os.walk(run_dir):
+        for name in directories + files:
+            path = Path(root) / name
+            key = str(path.relative_to(run_dir))
+            if path.is_symlink():
+                entries[key] = ("link", os.readlink(path))
+            elif path.is_file():
+                stat = path.stat()
+                entries[key] = ("file", stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+            else:
+                entries[key] = ("dir",)
+    return entries
+
+
+@pytest.fixture(scope="module")
+def resume_refusals(
+    tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, subprocess.CompletedProcess, dict[str, tuple[Any, ...]]]]:
+    """Each refused ``resume=`` run once through train.py's command line, on its own copy of the tiny run."""
+    cases, befores = {}, {}
+    for name, (overrides, _) in RESUME_REFUSALS.items():
+        case_dir = tmp_path_factory.mktemp("refused")
+        run_dir = case_dir / "run"
+        shutil.copytree(tiny_run, run_dir, symlinks=True)
+        befores[name] = run_dir_snapshot(run_dir)
+        cases[name] = (case_dir, [f"resume={run_dir}", *overrides])
+    results = run_train_many(list(cases.values()))
+    return {name: (cases[name][0], result, befores[name]) for name, result in zip(cases, results, strict=True)}
+
+
+@pytest.mark.parametrize("name", list(RESUME_REFUSALS))
+def test_resume_refuses_keys_its_checkpoint_fixes(name: str, resume_refusals: dict[str, Any]) -> None:
+    """Another env, env key, algo, n_envs or normalisation with ``resume=``: one line naming the keys and the
+    fix, exit 2, refused before Hydra writes into the run (no .hydra_resume/, log or wandb segment)."""
+    _, keys = RESUME_REFUSALS[name]
+    case_dir, result, before = resume_refusals[name]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    them = "it" if len(keys) == 1 else "them"
+    (message,) = error_lines(result.stderr)
+    assert message.startswith(
+        f"error: {', '.join(keys)} cannot change when a run resumes; drop {them} from the command or start a new run"
+    ), message
+    assert run_dir_snapshot(case_dir / "run") == before
+    assert sorted(p.name for p in case_dir.iterdir()) == ["run"]  # no outputs/ either
+
+
+def test_resume_accepts_the_runs_own_presets_and_values(tiny_run: Path) -> None:
+    """The run's whole command again with ``resume=`` added changes nothing fixed: accepted; only the keys
+    that differ from the run's count as changes."""
+    saved = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    overrides = [
+        f"resume={tiny_run}",
+        "env=planar_arm",
+        "algo=ddpg",
+        f"env.reward_type={saved.env.reward_type}",
+        f"n_envs={saved.n_envs}",
+        "total_timesteps=400",
+        "algo.learning_rate=0.0005",
+    ]
+    merged, changed = resumed_config(str(tiny_run), overrides)
+    assert merged.resume == str(tiny_run) and merged.total_timesteps == 400
+    assert changed == {"learning_rate": 0.0005}
+    assert OmegaConf.to_container(merged.env) == OmegaConf.to_container(saved.env)

@@ -1,0 +1,129 @@
+"""A humanoid standing free on rigid legs: its balance (centre of mass, feet, centre of pressure), tilt and falls."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from envs.balance import BalanceSensor, BalanceState, com_margin, support_polygon
+from envs.robot import Robot
+from envs.session import PyBulletSession
+
+
+class HumanoidRobot(Robot):
+    """A ``Robot`` on a floating base that stands on its feet on the floor.
+
+    ``footprint``: the feet's support polygon (h, 2), m, as planted in the start pose (``plant_feet``). The legs are
+    rigid and the feet stay put, so, unlike the contact polygon (which shrinks to an edge as soon as a foot rocks),
+    the COM's margin in it (``footprint_margin``) changes smoothly with the pose and warns before the robot tips.
+
+    :param session: the PyBullet session that owns the client.
+    :param urdf: URDF path (see ``envs.session.resolve_urdf``).
+    :param ground: body id of the floor the feet stand on.
+    :param joints: names of the joints to actuate, as ``Robot``'s.
+    :param fixed_base: bolt the pelvis to the world (it then cannot fall).
+    :param base_position: pelvis position in the world, m; its height puts the soles on the floor.
+    :param foot_links: links whose floor contacts form the support polygon.
+    :param fall_tilt: pelvis tilt from vertical that counts as a fall, rad, in (0, pi/2).
+    :param fall_height: pelvis height below which the robot has fallen, m.
+    """
+
+    def __init__(
+        self,
+        session: PyBulletSession,
+        urdf: str | os.PathLike,
+        ground: int,
+        joints: Sequence[str] | None = None,
+        fixed_base: bool = False,
+        base_position: Sequence[float] = (0.0, 0.0, 0.94),
+        foot_links: Sequence[str] = ("left_foot", "right_foot"),
+        fall_tilt: float = 0.35,
+        fall_height: float = 0.7,
+    ) -> None:
+        if not 0.0 < fall_tilt < np.pi / 2:
+            raise ValueError(f"fall_tilt must be in (0, pi/2) rad, got {fall_tilt}.")
+        super().__init__(session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
+        self.fall_tilt = fall_tilt
+        self.fall_height = fall_height
+        self.balance = BalanceSensor(session, self.body, [self.link_index(name) for name in foot_links], ground)
+        self.footprint = np.zeros((0, 2))  # set by plant_feet
+        # The latest reading (balance_observation), which the task's info reuses.
+        self.balance_state: BalanceState | None = None
+        self.footprint_margin = float("nan")
+
+    def plant_feet(self) -> None:
+        """Take the feet's floor contacts now (the start pose, just restored) as the ``footprint``.
+
+        Raises ``ValueError`` when they do not span a polygon (the soles are not flat on the floor).
+        """
+        self.session.detect_collisions()
+        polygon = support_polygon(self.balance.foot_contacts()[0])
+        if len(polygon) < 3:
+            raise ValueError(
+                "the start pose is not balanced (the feet do not stand flat on the floor); put the soles at z = 0 "
+                "with base_position."
+            )
+        self.footprint = polygon
+
+    def footprint_com_margin(self) -> float:
+        """The COM's ground projection's margin in the ``footprint`` now, m (``envs.balance.com_margin``)."""
+        return com_margin(self.balance.center_of_mass()[:2], self.footprint)
+
+    def balance_observation(self) -> np.ndarray:
+        """Pelvis height (m), gravity direction in the pelvis frame (3), pelvis linear (3, m/s) and angular (3, rad/s)
+        velocity, COM minus the support polygon's centre (x, y, m), COM height (m), COM margin (m), ZMP minus the
+        polygon's centre (2, m), footprint margin (m): (17,).
+
+        Measures the balance once and keeps it (``balance_state``, ``footprint_margin``) for the step's info.
+        """
+        state = self.balance_state = self.balance.measure()
+        self.footprint_margin = com_margin(state.com[:2], self.footprint)
+        position, orientation = self.session.base_pose(self.body)
+        linear, angular = self.session.base_velocity(self.body)
+        rotation = self.session.rotation_matrix(orientation)
+        centre = state.polygon.mean(axis=0)
+        return np.concatenate(
+            [
+                [position[2]],
+                rotation.T @ np.array([0.0, 0.0, -1.0]),  # gravity direction in the pelvis frame
+                linear,
+                angular,
+                state.com[:2] - centre,
+                [state.com[2], state.com_margin],
+                state.zmp - centre,
+                [self.footprint_margin],
+            ]
+        )
+
+    def reset(self, positions: np.ndarray) -> None:
+        """Start an episode in the pose ``positions``, with the contact points of that pose and no older ones."""
+        self.forget_contacts()
+        super().reset(positions)
+        # Contacts for the new pose, so the first observation has a support polygon.
+        self.session.detect_collisions()
+
+    def forget_contacts(self) -> None:
+        """Drop the contact points (and their solver warm start) left by the previous episode.
+
+        restoreState keeps them when the saved state has none, which makes a seeded episode
+        depend on the one before. Lifting the robot out of reach makes the broadphase delete them.
+        """
+        position, orientation = self.session.base_pose(self.body)
+        self.session.reset_base_pose(self.body, [position[0], position[1], position[2] + 100.0], orientation)
+        self.session.detect_collisions()
+        self.session.reset_base_pose(self.body, position, orientation)
+
+    def pelvis_tilt(self) -> float:
+        """Angle between the pelvis's z axis and the world vertical, rad."""
+        return self._tilt(self.session.base_pose(self.body).orientation)
+
+    def fell(self) -> bool:
+        """Pelvis tilted beyond ``fall_tilt`` or lower than ``fall_height``."""
+        position, orientation = self.session.base_pose(self.body)
+        return self._tilt(orientation) > self.fall_tilt or position[2] < self.fall_height
+
+    def _tilt(self, orientation: Sequence[float]) -> float:
+        up_z = self.session.rotation_matrix(orientation)[2, 2]  # z of the pelvis's z axis
+        return float(np.arccos(np.clip(up_z, -1.0, 1.0)))

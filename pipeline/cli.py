@@ -1,0 +1,69 @@
+"""train.py's command-line failures as one line each: Hydra's composition errors, a failed sweep job, a signal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException
+
+from pipeline import checkpoints
+from pipeline.interrupts import Interrupted
+
+
+def exit_bad_input(problem: str) -> NoReturn:
+    """Print ``error: <problem>`` on stderr and exit 2, the exit status of every bad input."""
+    print(f"error: {problem}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def config_error_line(error: BaseException) -> str:
+    """Hydra's several-line composition error (unknown key, option or type) as one line with the fix."""
+    text = f"{error}\n{error.__cause__ or ''}"
+    skip = ("full_key:", "object_type=", "reference_type=", "To append", "Config search path", "provider=", "schema_")
+    parts = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(skip)]
+    message = " ".join(p if p.endswith((".", ":", ",")) else p + ";" for p in parts).rstrip(";")
+    return f"{message}; fix the override (python train.py --cfg job shows every key and value)."
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function with Hydra's composition errors as one line (unless the user asked for
+    Hydra's full reports with ``HYDRA_FULL_ERROR=1``)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises composition errors instead of printing them
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException) as error:
+        exit_bad_input(config_error_line(error))
+
+
+def report_failed_job(error: BaseException) -> None:
+    """In a multirun: one line naming the failed job, on stderr and in ``<sweep dir>/failed_jobs.txt``."""
+    hydra_cfg = HydraConfig.get()
+    line = f"job #{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname or 'no overrides'}) failed: {error}"
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    logging.getLogger(__name__).error(line)
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / "failed_jobs.txt", "a") as handle:  # one short append per job: no interleaving
+        handle.write(line.replace("\n", " ") + "\n")
+
+
+def interrupted_line(interrupted: Interrupted, run_dir: Path) -> str:
+    """What a signal left behind in ``run_dir`` and how to go on, in one line."""
+    resume = f"continue with: python train.py resume={run_dir}"
+    if interrupted.checkpoint is not None:
+        step = checkpoints.read_state(interrupted.checkpoint)["num_timesteps"]
+        return f"interrupted at step {step} ({interrupted.name}): checkpoint saved; {resume}"
+    latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        return f"interrupted ({interrupted.name}) before the first checkpoint: nothing saved; start the run again."
+    step = checkpoints.read_state(latest)["num_timesteps"]
+    return f"interrupted ({interrupted.name}); the newest checkpoint is at step {step}; {resume}"

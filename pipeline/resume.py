@@ -1,0 +1,157 @@
+"""``resume=<run dir>``: the run's own config with this command line's changes on top, and what may change.
+
+A resumed run continues its checkpoint: the model, its replay buffer and the task they were learnt on.
+Keys that would change those (any ``env`` key or another ``env=`` preset, another ``algo=``, ``n_envs``,
+the observation normalisation, and the algo keys that shape the networks, the exploration or the replay
+buffer) are refused in one line, before Hydra writes anything into the run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline import checkpoints
+from pipeline.config import ALGO_SCHEMAS, TrainConfig
+
+# Hyperparameters SB3 reads afresh at every update, so a resumed run may change them (say, a lower
+# learning rate to fine-tune); the other algo keys shape the networks, exploration or the replay buffer.
+RESUMABLE_ALGO_KEYS = (
+    "learning_rate",
+    "learning_rate_final",
+    "learning_rate_decay_start",
+    "batch_size",
+    "gradient_steps",
+    "train_freq",
+    "learning_starts",
+    "gamma",
+    "tau",
+    "actor_average_start",
+)
+# Top-level keys a checkpoint fixes: its replay buffer holds transitions of n_envs envs, and its saved
+# VecNormalize statistics (or their absence) decide what the policy's observations are normalised by.
+FIXED_KEYS = ("n_envs", "normalize_observations", "normalize_goals")
+# Config groups (conf/env/, conf/algo/): another preset is another task or another algorithm.
+PRESET_GROUPS = ("env", "algo")
+
+
+class ResumeRefused(ValueError):
+    """Keys given with ``resume=`` that the resumed checkpoint fixes; the message names them and the fix."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        them = "it" if len(keys) == 1 else "them"
+        super().__init__(
+            f"{', '.join(keys)} cannot change when a run resumes; drop {them} from the command or start a new run "
+            f"(resumable: {', '.join(RESUMABLE_ALGO_KEYS)})."
+        )
+
+
+def is_resumable(key: str) -> bool:
+    """Whether the dotted config ``key`` may take a new value when a run resumes."""
+    group, _, rest = key.partition(".")
+    if group == "env" or key in FIXED_KEYS:
+        return False
+    return group != "algo" or rest.split(".")[0] in RESUMABLE_ALGO_KEYS
+
+
+def saved_config(run_dir: Path) -> DictConfig:
+    """The run's ``.hydra/config.yaml`` on the current schema (struct): top-level and algo keys added since
+    the run started take their defaults, so runs of an older checkout still resume."""
+    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    saved.algo = OmegaConf.merge(OmegaConf.structured(ALGO_SCHEMAS[saved.algo.name]), saved.algo)
+    OmegaConf.set_struct(saved, True)
+    return saved
+
+
+def saved_presets(run_dir: Path) -> dict[str, str]:
+    """The ``env=`` and ``algo=`` presets the run started with, from Hydra's ``.hydra/hydra.yaml`` ({} if absent)."""
+    path = run_dir / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    choices = OmegaConf.load(path).hydra.runtime.choices
+    return {group: choices[group] for group in PRESET_GROUPS if group in choices}
+
+
+def changed_values(before: Any, after: Any, prefix: str = "") -> dict[str, Any]:
+    """The dotted keys whose value differs between two plain config trees, with their value in ``after``."""
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return {} if before == after else {prefix: after}
+    changed: dict[str, Any] = {}
+    for key, value in after.items():
+        changed.update(changed_values(before.get(key), value, f"{prefix}.{key}" if prefix else str(key)))
+    return changed
+
+
+def resumed_config(resume: str, overrides: Sequence[str]) -> tuple[DictConfig, dict[str, Any]]:
+    """The resumed run's own config with ``overrides`` applied on top, and the algo hyperparameters they change.
+
+    :param resume: the run directory, as given to ``resume=``.
+    :param overrides: this command line's task overrides (Hydra syntax, ``resume=`` among them or not).
+    :return: the config to train with (``resume`` set), and ``{algo key: new value}`` of the keys changed.
+    :raises ResumeRefused: an override picks another ``env=`` or ``algo=`` preset than the run's, or gives a
+        key that is not ``is_resumable`` a new value (one given with the run's value is no change).
+    """
+    run_dir = Path(resume)
+    presets = saved_presets(run_dir)
+    other_presets, keys = [], []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in PRESET_GROUPS:
+            # The run's own preset again (say, its whole original command with resume= added) changes nothing.
+            if value != presets.get(key):
+                other_presets.append(override)
+        elif key != "resume":
+            keys.append(override)
+    if other_presets:
+        raise ResumeRefused(other_presets)
+    saved = saved_config(run_dir)
+    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(keys))
+    changed = changed_values(*(OmegaConf.to_container(c, resolve=False) for c in (saved, merged)))
+    if fixed := [key for key in changed if not is_resumable(key)]:
+        raise ResumeRefused(fixed)
+    merged.resume = resume
+    return merged, {key.removeprefix("algo."): value for key, value in changed.items() if key.startswith("algo.")}
+
+
+def task_overrides(argv: Sequence[str]) -> list[str]:
+    """The overrides of a command line that set the job's config (not Hydra's own ``hydra.*`` nor flags).
+
+    :raises OverrideParseException: an override Hydra cannot parse.
+    """
+    candidates = [argument for argument in argv if "=" in argument and not argument.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(candidates)
+    return [override.input_line for override in parsed if not override.is_hydra_override()]
+
+
+def check_resume_argument(argv: Sequence[str]) -> str | None:
+    """The problem with a ``resume=<run dir>`` command line, found before Hydra writes into the run directory
+    (its resume files, its log): a run directory that is not one, one in use, keys the run cannot change."""
+    for argument in argv:
+        if not argument.startswith("resume="):
+            continue
+        value = argument.split("=", 1)[1].strip("'\"")
+        if value in ("", "null"):
+            return None
+        if any(a.startswith(("hydra.run.dir=", "++hydra.run.dir=")) for a in argv):
+            return "resume= continues in the resumed run's own directory; drop hydra.run.dir= from the command."
+        if not (Path(value) / ".hydra" / "config.yaml").is_file():
+            what = "is not a run directory (no .hydra/config.yaml)" if Path(value).is_dir() else "does not exist"
+            return (
+                f"resume={value}: {what}; pass the directory of an earlier run, e.g. resume=outputs/<date>/<time>_..."
+            )
+        try:
+            checkpoints.RunLock.check_free(Path(value))
+            resumed_config(value, task_overrides(argv))
+        except (checkpoints.RunInUse, ResumeRefused) as error:
+            return str(error)
+        except (OmegaConfBaseException, OverrideParseException):
+            # An unknown key, a wrong type, a sweep's list of values, bad syntax: Hydra's composition names
+            # these in one line (or, in a sweep, each job's resume checks its own values).
+            return None
+    return None

@@ -1,0 +1,107 @@
+"""A sweep's jobs pooled by configuration: the jobs that differ only in their seed are one configuration, and its
+success is summarised over the seeds (mean, spread, bootstrap confidence interval)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SEED_KEY = "seed"
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """One configuration's success rates over its seeds (fractions in [0, 1]).
+
+    ``std`` is the sample standard deviation; ``std``, ``ci_low`` and ``ci_high`` are None for a single seed.
+    """
+
+    n_seeds: int
+    mean: float
+    std: float | None
+    min: float
+    max: float
+    ci_low: float | None
+    ci_high: float | None
+
+
+def summarise_seeds(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, rng_seed: int = 0
+) -> SeedSummary:
+    """Mean, spread and percentile-bootstrap confidence interval of the mean of ``values``.
+
+    :param values: one value per seed, e.g. success rates (fractions).
+    :param confidence: the interval's coverage, e.g. 0.95.
+    :param resamples: bootstrap resamples of the seeds (drawn with replacement).
+    :param rng_seed: seeds the resampling, so a table is the same every time it is made.
+    :return: the summary; with few seeds the bootstrap interval is narrower than the truth (it cannot see
+        outcomes the seeds never showed), so read it beside ``n_seeds``.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("summarise_seeds needs at least one value.")
+    if x.size == 1:
+        return SeedSummary(1, float(x[0]), None, float(x[0]), float(x[0]), None, None)
+    means = x[np.random.default_rng(rng_seed).integers(0, x.size, (resamples, x.size))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return SeedSummary(
+        x.size, float(x.mean()), float(x.std(ddof=1)), float(x.min()), float(x.max()), float(low), float(high)
+    )
+
+
+def configuration_rows(
+    jobs: Sequence[str], configs: Sequence[Mapping[str, Any]], values: Sequence[float], keys: Sequence[str]
+) -> list[tuple[dict[str, Any], list[str], list[Any], SeedSummary]]:
+    """The jobs grouped by their values of ``keys`` other than the seed, best mean first.
+
+    :param jobs: the job names (``<sweep dir>/<name>``), one per job.
+    :param configs: each job's flattened config (``{"algo.tau": 0.005, ...}``).
+    :param values: each job's success rate.
+    :param keys: the swept keys (those whose value differs between jobs); ``seed`` among them is pooled over.
+    :return: per configuration: its values of the non-seed keys, its jobs, their seeds and ``summarise_seeds`` of
+        their values; sorted by mean, then by the interval's lower end (a single seed last).
+    """
+    group_keys = [key for key in keys if key != SEED_KEY]
+    groups: dict[str, tuple[dict[str, Any], list[str], list[Any], list[float]]] = {}
+    for job, config, value in zip(jobs, configs, values, strict=True):
+        setting = {key: config.get(key) for key in group_keys}
+        group = groups.setdefault(json.dumps(setting, sort_keys=True, default=str), (setting, [], [], []))
+        group[1].append(job)
+        group[2].append(config.get(SEED_KEY))
+        group[3].append(value)
+    rows = [(setting, names, seeds, summarise_seeds(v)) for setting, names, seeds, v in groups.values()]
+    # Stable: configurations that tie keep the order of their first job.
+    return sorted(rows, key=lambda r: (-r[3].mean, -(r[3].ci_low if r[3].ci_low is not None else -np.inf)))
+
+
+def configuration_table(
+    jobs: Sequence[str], configs: Sequence[Mapping[str, Any]], values: Sequence[float], keys: Sequence[str]
+) -> tuple[list[str], list[list[Any]]]:
+    """``configuration_rows`` as a table: headers, and one row of strings and numbers per configuration.
+
+    Columns: rank, the non-seed swept keys, the seeds and jobs, and success (fraction) mean, std, min, max and the
+    bounds of its 95 % bootstrap interval (empty for a single seed).
+    """
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.4g}"
+
+    rows = configuration_rows(jobs, configs, values, keys)
+    stats = ["success_mean", "success_std", "success_min", "success_max", "success_ci95_low", "success_ci95_high"]
+    headers = ["rank", *(key for key in keys if key != SEED_KEY), "seeds", "jobs", *stats]
+    table = [
+        [
+            rank,
+            *setting.values(),
+            " ".join(str(seed) for seed in seeds),
+            " ".join(names),
+            *(number(v) for v in (s.mean, s.std, s.min, s.max, s.ci_low, s.ci_high)),
+        ]
+        for rank, (setting, names, seeds, s) in enumerate(rows, start=1)
+    ]
+    return headers, table
