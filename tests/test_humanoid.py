@@ -12,6 +12,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.humanoid_env import HumanoidReachEnv
 from envs.robot import Robot
 from envs.session import PyBulletSession
+from pipeline.config import compose_train_config
 
 IDS = ["HumanoidReach-v0", "HumanoidBimanualReach-v0"]
 ARM_LENGTH = 0.64  # shoulder to palm, m (see the URDF)
@@ -196,3 +197,17 @@ def test_reset_with_goal_option_and_errors() -> None:
         make(fall_tilt=2.0)
     with pytest.raises(ValueError, match="not balanced"):
         make(base_position=(0.0, 0.0, 1.5))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "algo", "total_timesteps"),
+    [(["env=humanoid"], "crossq", 160_000), (["env=humanoid", "algo=ddpg"], "ddpg", 500_000), ([], "ddpg", 50_000)],
+)
+def test_humanoid_env_chooses_crossq_and_the_command_line_still_wins(
+    overrides: list[str], algo: str, total_timesteps: int
+) -> None:
+    """conf/env/humanoid.yaml picks CrossQ (and so conf/tuned/humanoid_crossq.yaml); algo= on the command line wins."""
+    cfg = compose_train_config(overrides)
+    assert (cfg.algo.name, cfg.total_timesteps) == (algo, total_timesteps)
+    if algo == "crossq":
+        assert not cfg.normalize_goals and list(cfg.algo.goal_error_scales) == [0.1, 0.02]
