@@ -24,6 +24,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+from conftest import TINY
 
 import envs  # noqa: F401  (registers the ids the installed package must register too)
 
@@ -37,13 +38,7 @@ ENV_IDS = sorted(env_id for env_id, spec in gym.registry.items() if str(spec.ent
 MAKE_KWARGS = {"UrdfReach-v0": {"urdf": "planar_arm_2link.urdf", "end_effector": "fingertip"}}
 # A few seconds of training with observation normalisation (statistics beside the models), no periodic
 # evaluation or checkpoint (the final checkpoint is still written), no wandb, no video.
-TINY_TRAIN = [
-    "total_timesteps=200",
-    "algo.learning_starts=100",
-    "algo.batch_size=16",
-    "algo.net_arch=[16,16]",
-    "algo.buffer_size=2000",
-    "env.max_episode_steps=25",
+TINY_TRAIN = [o for o in TINY if not o.startswith(("eval.", "checkpoint.freq", "wandb."))] + [
     "eval.freq=0",
     "eval.final_goals=2",
     "checkpoint.freq=0",
