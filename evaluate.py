@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline import checkpoints
+from pipeline.cli import exit_bad_input, run_main
 from pipeline.config import (
     CONF_DIR,
     CONTROLLERS,
@@ -58,10 +60,11 @@ from pipeline.evaluation import (
 )
 from pipeline.export import OnnxPolicy, lean_policy, save_onnx
 from pipeline.factory import make_env
+from pipeline.interrupts import Interrupted, SignalStop
 from pipeline.lean import LeanPolicy, stack_observations
 from pipeline.loading import load_model, model_file, run_config
 from pipeline.sweeps import configuration_table
-from pipeline.tracking import init_run
+from pipeline.tracking import STEP_METRIC, goal_table, init_run
 
 # Classical controllers (the names of pipeline/config.py's CONTROLLERS but "policy"): name -> (class in
 # pipeline/controllers.py, the config node of its gains).
@@ -162,7 +165,7 @@ def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
     print(format_table(["metric", *table["controllers"]], table_rows(table)))  # before any write can fail
     save_evaluation(run_dir, reports, table)
     summaries = {name: {k: v for k, v in r.items() if k not in REPORT_CONTEXT} for name, r in reports.items()}
-    log_to_wandb(cfg, train_cfg, run_dir, summaries, media)
+    log_to_wandb(cfg, train_cfg, run_dir, summaries, {name: r["episodes"] for name, r in reports.items()}, media)
     return summaries
 
 
@@ -309,12 +312,18 @@ def log_to_wandb(
     train_cfg: DictConfig,
     run_dir: Path,
     summaries: dict[str, dict[str, Any]],
+    episodes: dict[str, list[dict[str, Any]]],
     media: dict[str, dict[str, Path]],
 ) -> None:
-    """Each controller's summary, plots, video and eval file, and the table, into the run's wandb run (resumed
-    by id), else a new one in its group.
+    """Into the run's wandb run (resumed by id; else a new one in its group): each controller's summary, its
+    table of one row per goal, plots and video at the run's last step, and copies of the eval files.
 
-    wandb keys: the run's own, with those given on this command line on top."""
+    The resumed segment leaves the wandb directory's ``latest-run`` on the training's own, so that
+    ``wandb leet inspect --summary <run dir>/wandb`` still shows the training (config, final metrics).
+    wandb keys: the run's own, with those given on this command line on top.
+
+    :param episodes: controller -> its ``episode_rows``.
+    """
     given = [o for o in HydraConfig.get().overrides.task if o.startswith("wandb.")]
     wandb_cfg = OmegaConf.merge(
         OmegaConf.structured(WandbConfig), train_cfg.get("wandb", {}), OmegaConf.from_dotlist(given).get("wandb", {})
@@ -322,22 +331,26 @@ def log_to_wandb(
     run_info = checkpoints.read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     run_id = run_info.get("wandb_run_id")
     config = None if run_id else OmegaConf.to_container(train_cfg, resolve=True)
-    run = init_run(wandb_cfg, config, str(run_dir), run_id, run_info.get("wandb_group") or None, job_type="eval")
+    group = run_info.get("wandb_group") or None
+    run = init_run(wandb_cfg, config, str(run_dir), run_id, group, job_type="eval", latest=run_id is None)
     if run is None:
         return
-    logged = {}
+    logged: dict[str, Any] = {}
     for controller, summary in summaries.items():
         name = f"eval_{controller}"
         run.summary.update({f"{name}/{key}": value for key, value in summary.items()})
+        logged[f"{name}/goals"] = goal_table(episodes[controller])
         files = media[controller]
         logged.update({f"{name}/{key}": wandb.Image(str(path)) for key, path in files.items() if key != "video"})
         if "video" in files and wandb_cfg.video:
             logged[f"{name}/video"] = wandb.Video(str(files["video"]), format="mp4")
-        run.save(str(run_dir / f"{name}.json"), base_path=str(run_dir), policy="now")
-    if logged:
-        run.log(logged)
-    for table in ("eval_table.json", "eval_table.csv"):
-        run.save(str(run_dir / table), base_path=str(run_dir), policy="now")
+    checkpoint = checkpoints.latest_checkpoint(run_dir / "checkpoints")  # the run's last step
+    step = {STEP_METRIC: checkpoints.read_state(checkpoint)["num_timesteps"]} if checkpoint else {}
+    run.log({**logged, **step})
+    # Copies, not links to run_dir: reached through outputs/latest, a link would follow it to the next run.
+    for name in [f"eval_{controller}.json" for controller in summaries] + ["eval_table.json", "eval_table.csv"]:
+        copy = shutil.copy2(run_dir / name, Path(run.dir) / name)
+        run.save(str(copy), base_path=run.dir, policy="now")
     run.finish()
 
 
@@ -407,8 +420,22 @@ def main(cfg: DictConfig) -> None:
 def cli() -> None:
     """``python evaluate.py`` and the ``rlik-evaluate`` console script."""
     # env.* keys are the run's, unknown to the schema: add them (run_config then checks them against the run).
+    if any(a.startswith("env=") for a in sys.argv[1:]):
+        exit_bad_input(
+            "evaluate.py evaluates a run on the env it was trained on: env= is not one of its keys; change one of "
+            "the run's env keys with env.<key>=<value>, or evaluate another run with run=<dir>."
+        )
     sys.argv[1:] = [f"++{a}" if a.startswith("env.") else a for a in sys.argv[1:]]
-    main()
+    # Ctrl-C or SIGTERM: an evaluation cut short ends at once, in one line (its files are written whole or not at all).
+    SignalStop().install()
+    try:
+        run_main(main, "evaluate.py")
+    except Interrupted as interrupted:
+        print(
+            f"interrupted ({interrupted.name}): evaluation stopped; files it wrote are whole, the rest unwritten.",
+            file=sys.stderr,
+        )
+        sys.exit(interrupted.exit_code)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,24 @@ def exit_bad_input(problem: str) -> NoReturn:
     sys.exit(2)
 
 
-def config_error_line(error: BaseException) -> str:
-    """Hydra's several-line composition error (unknown key, option or type) as one line with the fix."""
+def config_error_line(error: BaseException, script: str = "train.py") -> str:
+    """Hydra's several-line composition error (unknown key, option or type) as one line with the fix.
+
+    :param script: the command whose ``--cfg job`` lists the keys (``train.py`` or ``evaluate.py``).
+    """
     text = f"{error}\n{error.__cause__ or ''}"
     skip = ("full_key:", "object_type=", "reference_type=", "To append", "Config search path", "provider=", "schema_")
     parts = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(skip)]
     message = " ".join(p if p.endswith((".", ":", ",")) else p + ";" for p in parts).rstrip(";")
-    return f"{message}; fix the override (python train.py --cfg job shows every key and value)."
+    return f"{message}; fix the override (python {script} --cfg job shows every key and value)."
 
 
-def run_main(main: Callable[[], Any]) -> None:
+def run_main(main: Callable[[], Any], script: str = "train.py") -> None:
     """Call a ``@hydra.main`` function with Hydra's composition errors as one line (unless the user asked for
-    Hydra's full reports with ``HYDRA_FULL_ERROR=1``)."""
+    Hydra's full reports with ``HYDRA_FULL_ERROR=1``).
+
+    :param script: the command being run, named in the fix.
+    """
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return
@@ -41,7 +47,7 @@ def run_main(main: Callable[[], Any]) -> None:
     try:
         main()
     except (ConfigCompositionException, OverrideParseException) as error:
-        exit_bad_input(config_error_line(error))
+        exit_bad_input(config_error_line(error, script))
 
 
 def report_failed_job(error: BaseException) -> None:

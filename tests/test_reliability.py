@@ -597,6 +597,12 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         ["has observation_space Dict", "but the env PlanarArmReach-v0 has Box", "check env.*"],
         False,
     ),
+    "evaluating with another env preset": (
+        ["run={case}/old_run", "env=humanoid", "wandb.mode=disabled"],
+        "no damage",
+        ["env= is not one of its keys", "env.<key>=<value>"],
+        False,
+    ),
     "resume of a corrupt replay buffer": (
         ["resume={case}/old_run"],
         "corrupt replay buffer",
@@ -612,7 +618,10 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
 }
 
 
-EVALUATE_CASES = {"evaluating a checkpoint on an env with other spaces"}  # evaluate.py, not train.py
+EVALUATE_CASES = {
+    "evaluating a checkpoint on an env with other spaces",
+    "evaluating with another env preset",
+}  # evaluate.py, not train.py
 
 
 def bookkeeping_file(path: Path) -> bool:
@@ -751,3 +760,41 @@ def test_resume_accepts_the_runs_own_presets_and_values(tiny_run: Path) -> None:
     assert merged.resume == str(tiny_run) and merged.total_timesteps == 400
     assert changed == {"learning_rate": 0.0005}
     assert OmegaConf.to_container(merged.env) == OmegaConf.to_container(saved.env)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_evaluation_is_one_line(tiny_run: Path, tmp_path: Path, signum: signal.Signals) -> None:
+    """A long evaluation stopped by a signal: one line, exit 128 + signal, no table file half-written."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    before = sorted(p.name for p in run_dir.iterdir())
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "evaluate.py"), f"run={run_dir}", "n_episodes=100000", "wandb.mode=disabled"],
+        cwd=tmp_path,
+        env=train_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Signal once evaluate.py has installed its handlers (the SIGTERM bit of /proc's caught-signals mask).
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not caught_signals(process.pid) & (1 << (signal.SIGTERM - 1)):
+        time.sleep(0.2)
+    time.sleep(2.0)  # into the episodes
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert line.startswith(f"interrupted ({signal.Signals(signum).name}): evaluation stopped")
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # no eval file, no temporary
+
+
+def caught_signals(pid: int) -> int:
+    """The process's caught-signals mask (SigCgt in /proc/<pid>/status); 0 if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
