@@ -389,25 +389,27 @@ class BalancedJacobianConfig:
 
 @dataclass
 class EvaluateConfig:
-    """See conf/evaluate.yaml."""
+    """``python evaluate.py`` (conf/evaluate.yaml): a run's policy, or classical controllers, on held-out goals."""
 
-    run: Optional[str] = None  # noqa: UP045  (OmegaConf reads typing.Optional)
-    checkpoint: Optional[str] = None  # noqa: UP045
-    sweep: Optional[str] = None  # noqa: UP045
-    controller: Any = "policy"  # a name, or a list of names
+    run: Optional[str] = None  # noqa: UP045  (a training run directory, .hydra/config.yaml inside)
+    checkpoint: Optional[str] = None  # noqa: UP045  (a model zip; its run directory is found above it)
+    sweep: Optional[str] = None  # noqa: UP045  (a multirun directory: evaluate every job and rank them)
+    controller: Any = "policy"  # one of CONTROLLERS, or a list of them: one table on the same goals
+    # The classical controllers' gains; slower ones (jacobian.kp=25 jacobian.kd=10, fabrik.kp=100 fabrik.kd=20)
+    # keep a free-standing humanoid up more often.
     jacobian: JacobianConfig = field(default_factory=JacobianConfig)
     fabrik: FabrikConfig = field(default_factory=FabrikConfig)
     jacobian_balance: BalancedJacobianConfig = field(default_factory=BalancedJacobianConfig)
-    model: str = "best"
+    model: str = "best"  # with run= and no checkpoint=: best | final | latest (newest complete checkpoint)
     n_episodes: int = 200
-    goal_seed: Optional[int] = None  # noqa: UP045
-    env: dict[str, Any] = field(default_factory=dict)
-    video: bool = False
+    goal_seed: Optional[int] = None  # noqa: UP045  (None: the run's eval.goal_seed, train.py's final goals)
+    env: dict[str, Any] = field(default_factory=dict)  # overrides of the run's env keys: env.success_threshold=0.005
+    video: bool = False  # eval_<controller>.mp4 of the first video_episodes goals
     video_episodes: int = 3
-    plots: bool = False
-    export: bool = False
+    plots: bool = False  # eval_<controller>_distance.png and eval_<controller>_goals.png
+    export: bool = False  # instead of evaluating: the model's actor as policy.npz (numpy only) and policy.onnx
     torch_threads: int = 1
-    wandb: WandbConfig = field(default_factory=WandbConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)  # the run's own values, the command line's on top
 
 
 # controller=: the run's policy, or a classical controller of pipeline/controllers.py (evaluate.py's
