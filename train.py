@@ -45,11 +45,15 @@ from pipeline.interrupts import Interrupted, SignalStop, StopOnSignal
 from pipeline.launchers import job_torch_threads
 from pipeline.resume import RESUMABLE_ALGO_KEYS, check_resume_argument, resumed_config
 from pipeline.tracking import (
+    STEP_METRIC,
     ContinuedCSVOutputFormat,
     LineOutputFormat,
     WandbOutputFormat,
+    goal_table,
     init_run,
+    log_model,
     resolved_config,
+    swept_values,
 )
 
 register_configs()
@@ -159,9 +163,15 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         average_start = int(cfg.algo.actor_average_start * cfg.total_timesteps)
         average = ActorAverage.load(latest / checkpoints.AVERAGE_FILE if latest else None, average_start)
 
-    # 3. Tracking: wandb (offline unless logged in), CSV, and line logs when not on a terminal.
-    group = f"sweep-{Path(HydraConfig.get().sweep.dir).name}" if multirun else None
-    run = init_run(cfg.wandb, resolved_config(cfg), str(run_dir), state.get("wandb_run_id"), group)
+    # 3. Tracking: wandb (offline unless logged in), CSV, and line logs (only the evaluations' beside a progress bar).
+    hydra_cfg = HydraConfig.get()
+    config, group = resolved_config(cfg), None
+    if multirun:  # a sweep's jobs: one group, and the values this job was given, to filter and compare by
+        group = f"sweep-{Path(hydra_cfg.sweep.dir).name}"
+        config["swept"] = swept_values(
+            list(hydra_cfg.overrides.task), Path(hydra_cfg.sweep.dir), hydra_cfg.sweeper.get("params")
+        )
+    run = init_run(cfg.wandb, config, str(run_dir), state.get("wandb_run_id"), group)
     checkpoints.atomic_write_json(
         run_dir / "run.json", {"wandb_run_id": run.id if run else None, "wandb_group": run.group if run else None}
     )
@@ -171,7 +181,8 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     interactive = sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar
     formats = [ContinuedCSVOutputFormat(run_dir / "progress.csv", model.num_timesteps if latest else None)]
     formats += [WandbOutputFormat(run)] if run else []
-    formats += [] if interactive else [LineOutputFormat()]
+    # On a terminal SB3's progress bar, with the periodic evaluations printed above it; elsewhere every dump.
+    formats += [LineOutputFormat("eval/" if interactive else "")]
     model.set_logger(Logger(str(run_dir), formats))
 
     # 4. Learn, evaluating and checkpointing on the way. The callbacks share the run's state (best score,
@@ -223,13 +234,26 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         "torch_threads": torch.get_num_threads(),
         "averaged_actors": average.count if average else 0,
     }
-    checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episode_rows(results)})
+    episodes = episode_rows(results)
+    checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episodes})
     print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
     video = record_video(cfg, model, run_dir / "video.mp4") if cfg.wandb.video_episodes > 0 else None
     if run:
         run.summary.update({f"final/{k}": v for k, v in metrics.items()})
+        logged = {"final/goals": goal_table(episodes)}
         if video and cfg.wandb.video:
-            run.log({"final/video": wandb.Video(str(video), format="mp4")})
+            logged["final/video"] = wandb.Video(str(video), format="mp4")
+        run.log({**logged, STEP_METRIC: model.num_timesteps})
+        # The models as artifact versions, each with the evaluation it was picked by (success, falls: fractions;
+        # distance: m); without periodic evaluations best_model.zip is the final model.
+        described = {"env": cfg.env.id, "algo": cfg.algo.name}
+        final = {key: metrics[key] for key in ("num_timesteps", "success_rate", "fall_rate", "final_distance_median")}
+        log_model(run, run_dir / "final_model.zip", "final", {**described, **final})
+        best = {}
+        if run_state.best_score is not None:  # as compared: fall rate and distance negated
+            success, fall, distance = run_state.best_score
+            best = {"success_rate": success, "fall_rate": -fall, "final_distance_median": -distance}
+        log_model(run, run_dir / "best_model.zip", "best", {**described, **best})
         run.finish()
     env.close()
     return metrics["success_rate"]

@@ -20,7 +20,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from pipeline import checkpoints
 from pipeline.averaging import ActorAverage
-from pipeline.evaluation import PERIODIC_SEED_OFFSET, evaluate, policy_controller, summarise
+from pipeline.evaluation import PERIODIC_SEED_OFFSET, episode_rows, evaluate, policy_controller, summarise
+from pipeline.tracking import goal_table
 
 
 @dataclass
@@ -71,7 +72,8 @@ class RunState:
 
 
 class HeldOutEvaluation(BaseCallback):
-    """Every ``eval.freq`` env steps: success on a fixed set of held-out goals; keeps ``best_model.zip`` (atomic).
+    """Every ``eval.freq`` env steps: success on a fixed set of held-out goals, logged (and, for wandb, one table
+    row per goal); keeps ``best_model.zip`` (atomic).
 
     Best = the highest ``RunState.best_score``: before any success, the policy that stands and gets
     closest is the one worth keeping.
@@ -94,9 +96,12 @@ class HeldOutEvaluation(BaseCallback):
             return True
         self.next_eval += self.freq
         controller = policy_controller(self.model, self.model.get_vec_normalize_env())
-        summary = summarise(evaluate(self.env, controller, self.n_goals, self.goal_seed))
+        results = evaluate(self.env, controller, self.n_goals, self.goal_seed)
+        summary = summarise(results)
         for key in ("success_rate", "final_distance_mean", "final_distance_median", "fall_rate"):
             self.logger.record(f"eval/{key}", summary[key])
+        # One row per goal, for wandb only (WandbOutputFormat); the CSV keeps the numbers above.
+        self.logger.record("eval/goals", goal_table(episode_rows(results)), exclude=("csv",))
         # Step and wall clock in the same CSV row, for learning curves against either.
         self.logger.record("eval/env_steps", self.num_timesteps)
         self.logger.record("eval/wall_seconds", self.state.learn_seconds(self.model))

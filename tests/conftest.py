@@ -13,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "train.py"
+EVALUATE = REPO / "evaluate.py"
 
 # A run of a few seconds: 200 env steps, two checkpoints, two periodic evaluations, a one-episode video.
 TINY = [
@@ -48,6 +49,19 @@ def run_train(cwd: Path, *overrides: str, timeout: float = 240, **env: str) -> s
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def run_evaluate(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python evaluate.py <overrides>`` in ``cwd``, never reading stdin; stdout and stderr captured."""
+    return subprocess.run(
+        [sys.executable, str(EVALUATE), *overrides],
+        cwd=cwd,
+        env=train_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
 
 
@@ -145,10 +159,15 @@ def wandb_summary(offline_run_dir: Path) -> dict[str, Any]:
     return json.loads(leet_inspect(offline_run_dir, "--summary"))
 
 
+def wandb_records(offline_run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The records of one kind (``history``, ``metric``, ``artifact``, ...) of an offline run, their contents only."""
+    records = (json.loads(line) for line in leet_inspect(offline_run_dir).splitlines())
+    return [record[kind] for record in records if record.get("type") == kind]
+
+
 def wandb_history(offline_run_dir: Path) -> list[dict[str, Any]]:
     """The history rows (``run.log`` calls) of an offline run, as ``{key: value}`` dicts."""
-    records = (json.loads(line) for line in leet_inspect(offline_run_dir).splitlines())
-    return [record["history"]["item"] for record in records if record.get("type") == "history"]
+    return [history["item"] for history in wandb_records(offline_run_dir, "history")]
 
 
 @pytest.fixture(autouse=True)

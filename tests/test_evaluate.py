@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -23,21 +22,7 @@ from pipeline.evaluation import policy_controller, summarise
 from pipeline.export import OnnxPolicy
 from pipeline.factory import make_env
 from pipeline.lean import LeanPolicy
-from tests.conftest import REPO, TINY, check_ok, error_lines, read_json, run_train, train_env
-
-EVALUATE = REPO / "evaluate.py"
-
-
-def run_evaluate(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(EVALUATE), *overrides],
-        cwd=cwd,
-        env=train_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+from tests.conftest import TINY, check_ok, error_lines, read_json, run_evaluate, run_train
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from tests.conftest import (
     run_train,
     run_train_many,
     wandb_history,
+    wandb_records,
     wandb_summary,
 )
 
@@ -141,6 +142,9 @@ def test_resume_continues_step_count_history_clock_and_wandb_run(tiny_run: Path,
     offline = offline_run_dirs(run_dir)
     assert len(offline) == 2 and {p.name.rsplit("-", 1)[1] for p in offline} == {run_id}
     assert wandb_summary(offline[-1])["summary"]["final/num_timesteps"] == 400
+    # The resumed segment charts against env steps too, from where its checkpoint was.
+    assert {"name": "global_step", "options": {"defined": True}} in wandb_records(offline[-1], "metric")
+    assert min(row["global_step"] for row in wandb_history(offline[-1])) > 100
     # The run keeps its original config; the resume's own Hydra files go to .hydra_resume/.
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").total_timesteps == STEPS
     assert (run_dir / ".hydra_resume" / "overrides.yaml").exists()
@@ -161,7 +165,9 @@ def test_joblib_multirun_finishes(joblib_sweep: tuple[Path, subprocess.Completed
         assert (job / "final_model.zip").exists() and len(step_dirs(job)) == 2
         (offline,) = offline_run_dirs(job)
         groups.add(read_json(job / "run.json")["wandb_group"])
-        assert wandb_summary(offline)["summary"]["final/num_timesteps"] == STEPS
+        summary = wandb_summary(offline)
+        assert summary["summary"]["final/num_timesteps"] == STEPS
+        assert summary["config"]["swept"] == {"wandb.name": name}  # the swept key alone, not TINY's fixed ones
     assert groups == {f"sweep-{sweep_dir.name}"}  # one wandb group per sweep
     assert not (sweep_dir / "failed_jobs.txt").exists()
 
@@ -228,6 +234,9 @@ def test_optuna_sweeper_config_runs_a_study(tmp_path: Path) -> None:
         assert 1e-4 <= config.algo.learning_rate <= 3e-3 and 0.9 <= config.algo.gamma <= 0.99
         assert 0.005 <= config.algo.tau <= 0.1 and 0.05 <= config.algo.action_noise.sigma <= 0.4
         assert config.algo.batch_size in (64, 128, 256, 512)
+        # The wandb config carries the values the sweeper chose for this trial.
+        swept = wandb_summary(offline_run_dirs(sweep_dir / str(n))[0])["config"]["swept"]
+        assert swept == {key: OmegaConf.select(config, key) for key in study.best_params}
 
 
 def test_launcher_configs_compose(tmp_path: Path) -> None:
