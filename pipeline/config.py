@@ -103,7 +103,7 @@ class OffPolicyConfig:
     learning_rate_final: Optional[float] = None  # noqa: UP045
     learning_rate_decay_start: float = 0.0
     # Adam's fused kernel (torch.optim.Adam(fused=True)): the same update in fewer passes over the weights,
-    # 1.04 times the humanoid's env steps/s (RESULTS.md, "Benchmarks"). Off by default so that earlier runs repeat
+    # a few per cent more env steps/s (RESULTS.md, "Benchmarks"). Off by default so that earlier runs repeat
     # bit for bit: the fused kernel rounds differently.
     fused_optimizer: bool = False
     # None: the final model is the last actor. Else the uniform mean of the actor's weights over the updates from
