@@ -51,10 +51,11 @@ def bare_rate(steps: int, overrides: list[str]) -> float:
     import torch
 
     from pipeline.config import compose_train_config
-    from pipeline.factory import make_model, make_training_env, torch_thread_count
+    from pipeline.factory import make_model, make_training_env
+    from pipeline.launchers import job_torch_threads
 
     cfg = compose_train_config(overrides)
-    torch.set_num_threads(torch_thread_count(cfg.torch_threads))
+    torch.set_num_threads(job_torch_threads(cfg.torch_threads, None))  # as train.py for a run alone
     model = make_model(
         cfg, make_training_env(cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations, cfg.normalize_goals)
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -60,16 +59,6 @@ class DecayingLearningRate:
     def __call__(self, progress_remaining: float) -> float:
         decayed = (1.0 - progress_remaining - self.decay_start) / (1.0 - self.decay_start)
         return self.initial + min(max(decayed, 0.0), 1.0) * (self.final - self.initial)
-
-
-def torch_thread_count(requested: int | None, parallel_jobs: int = 1) -> int:
-    """Torch threads for a training process: ``requested``, or else this process's cores shared among
-    ``parallel_jobs`` processes side by side (joblib's ``n_jobs``; < 0 counts back from all cores)."""
-    if requested is not None:
-        return requested
-    cores = len(os.sched_getaffinity(0))
-    jobs = parallel_jobs if parallel_jobs > 0 else cores + 1 + parallel_jobs
-    return max(1, cores // max(1, jobs))
 
 
 def sb3_algo_kwargs(algo_cfg: DictConfig, keys: Iterable[str] | None = None) -> dict[str, Any]:

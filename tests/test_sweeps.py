@@ -52,6 +52,7 @@ def test_job_torch_threads_per_launcher(monkeypatch: pytest.MonkeyPatch) -> None
     assert job_torch_threads(None, None) == CORES  # a run alone: every core
     assert job_torch_threads(None, joblib) == max(1, CORES // 2)
     assert job_torch_threads(None, OmegaConf.create({"n_jobs": -1})) == 1  # joblib's -1: one job per core
+    assert job_torch_threads(None, OmegaConf.create({"n_jobs": 4 * CORES})) == 1  # more jobs than cores: 1 each
     ray = OmegaConf.create({"ray": {"init": {"address": None}, "remote": {"num_cpus": 3}}})
     assert job_torch_threads(None, ray) == 3  # Ray: the CPUs the job reserved, whatever this machine has
     assert job_torch_threads(None, OmegaConf.create({"ray": {"init": {}, "remote": {}}})) == 1  # Ray's default

@@ -16,7 +16,7 @@ from stable_baselines3 import DDPG
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from pipeline import checkpoints
-from pipeline.factory import make_env, torch_thread_count
+from pipeline.factory import make_env
 from tests.conftest import (
     TINY,
     check_ok,
@@ -57,15 +57,6 @@ def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
     run_id = read_json(tiny_run / "run.json")["wandb_run_id"]
     assert [p.name.rsplit("-", 1)[1] for p in offline_run_dirs(tiny_run)] == [run_id]
     assert not list((tiny_run / "checkpoints").glob(".tmp-*")) and not list(tiny_run.glob(".tmp-*"))
-
-
-def test_torch_thread_count_shares_the_cores() -> None:
-    cores = len(os.sched_getaffinity(0))
-    assert torch_thread_count(3) == 3  # an explicit torch_threads wins
-    assert torch_thread_count(None) == cores
-    assert torch_thread_count(None, 2) == max(1, cores // 2)
-    assert torch_thread_count(None, -1) == 1  # joblib's n_jobs=-1: one job per core
-    assert torch_thread_count(None, 4 * cores) == 1
 
 
 def test_saved_models_reload_and_act(tiny_run: Path) -> None:
