@@ -28,7 +28,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from pipeline import checkpoints
+from pipeline import checkpoints, interrupts
 from pipeline.averaging import ActorAverage
 from pipeline.callbacks import ActorAveraging, Checkpointing, GoalCurriculum, HeldOutEvaluation, RunState
 from pipeline.cli import exit_bad_input, interrupted_line, report_failed_job, run_main
@@ -41,7 +41,7 @@ from pipeline.factory import (
     make_training_env,
     sb3_algo_kwargs,
 )
-from pipeline.interrupts import Interrupted, SignalStop, StopOnSignal
+from pipeline.interrupts import Interrupted, StopOnSignal
 from pipeline.launchers import job_torch_threads
 from pipeline.resume import RESUMABLE_ALGO_KEYS, check_resume_argument, resumed_config
 from pipeline.tracking import (
@@ -60,7 +60,6 @@ register_configs()
 # A resumed run writes into its own directory and keeps its original .hydra/config.yaml.
 OmegaConf.register_new_resolver("run_dir_or_resume", lambda resume, default: resume or default)
 OmegaConf.register_new_resolver("hydra_subdir", lambda resume: ".hydra_resume" if resume else ".hydra")
-SIGNAL_STOP = SignalStop()  # installed by cli(): SIGINT/SIGTERM end training with a checkpoint
 
 
 def record_video(cfg: DictConfig, model: BaseAlgorithm, path: Path) -> Path:
@@ -87,6 +86,7 @@ def main(cfg: DictConfig) -> float:
             return train(cfg, run_dir, multirun)
     except Interrupted as interrupted:
         print(interrupted_line(interrupted, run_dir), file=sys.stderr, flush=True)
+        interrupts.SIGNAL_STOP.hand_over(interrupted.signum)  # a submitit job's USR2: requeued as resume=<run dir>
         sys.exit(interrupted.exit_code)
     except checkpoints.DiskWriteError as error:  # a full disk, a directory made read-only mid-run
         if multirun:
@@ -192,7 +192,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations here, the final one in step 5
     checkpointing = Checkpointing(cfg, run_dir, run_state, average)
     # First: a stop counts its step back before the others see it (no evaluation at a step not kept).
-    callbacks: list[BaseCallback] = [StopOnSignal(SIGNAL_STOP)]
+    callbacks: list[BaseCallback] = [StopOnSignal(interrupts.SIGNAL_STOP)]
     callbacks += [HeldOutEvaluation(cfg, run_dir, run_state, eval_env)] if cfg.eval.freq > 0 else []
     callbacks += [GoalCurriculum(cfg, run_state)] if cfg.curriculum.enabled else []
     callbacks += [ActorAveraging(average)] if average else []
@@ -207,11 +207,11 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     )
     seconds = run_state.learn_seconds(model)  # rollouts, updates, callbacks
     last_checkpoint = checkpointing.save()  # the last actor, to resume from
-    if SIGNAL_STOP.signum is not None:  # stopped by a signal: keep what was learnt and how to go on
+    if (signum := interrupts.SIGNAL_STOP.signum) is not None:  # stopped by a signal: keep what was learnt
         if run:
-            run.finish(exit_code=Interrupted(SIGNAL_STOP.signum).exit_code)  # flushes the history to disk
+            run.finish(exit_code=Interrupted(signum).exit_code)  # flushes the history to disk
         env.close()
-        raise Interrupted(SIGNAL_STOP.signum, last_checkpoint)
+        raise Interrupted(signum, last_checkpoint)
     if average and average.count:
         average.apply(model.policy.actor)
         print(f"final model: the mean of {average.count} actors from step {average.first_step} on", flush=True)
@@ -265,7 +265,7 @@ def cli() -> None:
     if problem := check_resume_argument(sys.argv[1:]):
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    SIGNAL_STOP.install()
+    interrupts.SIGNAL_STOP.install()
     try:
         run_main(main)
     except Interrupted as interrupted:  # a signal while Hydra composes, before main() has a run directory

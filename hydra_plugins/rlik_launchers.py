@@ -18,6 +18,7 @@ repository root is on ``sys.path`` (``python train.py`` from the root). The logi
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,23 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from pipeline import interrupts
 from pipeline.launchers import PARALLEL_JOBS_ENV, absolute_sweep_dir_override, ray_init_options, requeue_overrides
 
 
 class ResumingSubmititLauncher(BaseSubmititLauncher):
-    """hydra-submitit-launcher's launcher whose jobs, requeued after a preemption or a time limit (submitit's
-    ``USR2``), resume their own run from its newest checkpoint instead of starting it again."""
+    """hydra-submitit-launcher's launcher whose jobs, on a preemption or near their time limit (submitit's
+    ``USR2``), save a checkpoint at the current step and are requeued to resume their own run from it instead of
+    starting it again."""
+
+    def __call__(self, *args: Any) -> JobReturn:
+        """The job, in its own process: submitit's ``USR2`` handler (which requeues the job through ``checkpoint``)
+        runs only after training has stopped and saved a checkpoint at that step (``pipeline.interrupts``)."""
+        import submitit
+
+        preempt = submitit.JobEnvironment._usr_sig()  # USR2, or $SUBMITIT_PREEMPT_SIGNAL
+        interrupts.SIGNAL_STOP.stop_then(preempt, signal.getsignal(preempt))
+        return super().__call__(*args)
 
     def checkpoint(
         self,

@@ -1,19 +1,24 @@
-"""SIGINT (Ctrl-C) and SIGTERM (SLURM's preemption and time limit): stop training at the current step.
+"""SIGINT (Ctrl-C), SIGTERM and a SLURM job's pre-timeout signal: stop training at the current step.
 
 While ``learn()`` runs, the first signal only sets a flag; ``StopOnSignal`` ends ``learn()`` at the next
 env step and the trainer then saves a checkpoint there. Anywhere else (start-up, the final evaluation)
 and for a second signal, the handler raises ``Interrupted`` at once: nothing half-done is worth waiting for.
+A signal another handler owned before (submitit's ``USR2``, which requeues the job) goes on to that handler
+once the checkpoint is saved (``SignalStop.stop_then``, ``SignalStop.hand_over``).
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+Handler = Callable[[int, FrameType | None], Any]
 
 
 class Interrupted(BaseException):
@@ -34,15 +39,28 @@ class Interrupted(BaseException):
 
 
 class SignalStop:
-    """The process's SIGINT/SIGTERM handler; ``deferring`` while training can stop at a step boundary."""
+    """The process's signal handler; ``deferring`` while training can stop at a step boundary."""
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the signal that asked training to stop
         self.deferring = False
+        self.followers: dict[int, Handler] = {}  # signal -> the handler it goes on to after the stop
 
     def install(self) -> None:
+        """Handle SIGINT and SIGTERM (``python train.py``)."""
         for signum in SIGNALS:
             signal.signal(signum, self._handle)
+
+    def stop_then(self, signum: int, follower: Handler) -> None:
+        """Handle ``signum`` too, then pass it on to ``follower`` (the handler it had: a submitit job's, which
+        checkpoints the job's arguments and requeues it) once training has stopped and saved its checkpoint."""
+        self.followers[signum] = follower
+        signal.signal(signum, self._handle)
+
+    def hand_over(self, signum: int) -> None:
+        """Call the follower of ``signum``, if any (it may exit the process: submitit's does, after the requeue)."""
+        if follower := self.followers.get(signum):
+            follower(signum, None)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.deferring and self.signum is None:
@@ -72,3 +90,6 @@ class StopOnSignal(BaseCallback):
         # and its last observation then agree on the step a checkpoint records.
         self.model.num_timesteps -= self.training_env.num_envs
         return False
+
+
+SIGNAL_STOP = SignalStop()  # the process's: train.py installs it, a submitit job adds its requeue signal

@@ -206,8 +206,9 @@ def test_requeue_overrides_resume_the_run_once_it_has_a_checkpoint(tiny_run: Pat
 
 def test_submitit_local_jobs_share_the_cores_and_a_requeued_job_resumes(tmp_path: Path) -> None:
     """hydra/launcher=slurm_local, 2 jobs side by side: each trains with half the cores' threads. Job 0 gets
-    submitit's USR2 (preemption, time limit) after its first checkpoint: the checkpoint hook requeues it with
-    ``resume=<its run dir>``, and it finishes from that checkpoint in the same wandb run; job 1 runs through."""
+    submitit's USR2 (preemption, time limit) after its first periodic checkpoint: it saves one at that step, the
+    checkpoint hook requeues it with ``resume=<its run dir>``, and it finishes from there in the same wandb run; job
+    1 runs through."""
     from submitit.core.utils import DelayedSubmission
 
     sweep = tmp_path / "sweep"
@@ -242,9 +243,12 @@ def test_submitit_local_jobs_share_the_cores_and_a_requeued_job_resumes(tmp_path
         for path in (sweep / ".submitit").glob("*/*_0_log.out")
     }
     (requeued,) = [job_id for job_id, log in logs.items() if "Requeued job" in log]
+    # The job stopped at the signal, saved a checkpoint there, and its requeued run resumed from that one.
+    (stopped,) = [line for line in logs[requeued].splitlines() if line.startswith("interrupted at step ")]
+    step = int(stopped.split()[3])
+    assert stopped.startswith(f"interrupted at step {step} (SIGUSR2): checkpoint saved") and 0 < step < steps
     (resumed,) = [line for line in logs[requeued].splitlines() if line.startswith("resumed from ")]
-    step = int(resumed.rsplit(" ", 1)[1])
-    assert resumed == f"resumed from {run_dir}/checkpoints/step_{step:012d} at step {step}" and 0 < step < steps
+    assert resumed == f"resumed from {run_dir}/checkpoints/step_{step:012d} at step {step}"
     assert not any("resumed from" in log for job_id, log in logs.items() if job_id != requeued)
     # The submission submitit requeued: the job's own arguments, its overrides now resume= alone.
     requeue = DelayedSubmission.load(sweep / ".submitit" / requeued / f"{requeued}_submitted.pkl")
