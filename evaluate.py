@@ -48,6 +48,7 @@ from pipeline.controllers import (
     inverse_kinematics_time_us,
 )
 from pipeline.evaluation import (
+    REACHED,
     Controller,
     episode_rows,
     evaluate,
@@ -260,6 +261,9 @@ def comparison_table(
             if report["goal_seed"] == goal_seed and report["n_episodes"] == n_episodes:
                 merged[name] = report
     metrics = [key for key, _, _ in TABLE if any(key in r for r in merged.values())]
+    # With several end effectors: each one's success alone, after the success rate (TABLE's first row).
+    reached = list(dict.fromkeys(key for r in merged.values() for key in r if key.startswith(REACHED)))
+    metrics[1:1] = reached
     values = {name: {key: r.get(key) for key in metrics} for name, r in merged.items()}
     return {"goal_seed": goal_seed, "metrics": metrics, "controllers": values}
 
@@ -267,6 +271,13 @@ def comparison_table(
 def table_rows(table: dict[str, Any]) -> list[list[str]]:
     """The printed rows of a ``comparison_table``: one per metric, one column per controller."""
     formats = {key: (label, fmt) for key, label, fmt in TABLE}
+    formats.update(
+        {
+            key: (f"success, {key.removeprefix(REACHED)} alone", "{:.1%}")
+            for key in table["metrics"]
+            if key.startswith(REACHED)
+        }
+    )
     return [
         [
             formats[key][0],

@@ -28,6 +28,7 @@ Controller = Callable[[Observation], np.ndarray]  # observation -> normalised ac
 PERIODIC_SEED_OFFSET = 100_000
 # The goal kinds a humanoid env reports in info["goal_kind"]: does the goal need a lean of the torso?
 GOAL_KINDS = ("lean", "upright")
+REACHED = "reached_"  # summary keys reached_<link>: one end effector's success alone, with several end effectors
 
 
 @dataclass
@@ -47,6 +48,8 @@ class EpisodeResult:
     control_time_us: float = float("nan")  # mean wall time of one controller call, microseconds
     goal_kind: str | None = None  # the reset's info["goal_kind"] ("lean" or "upright"); None where the env has none
     distances: list[float] = field(default_factory=list, repr=False)  # largest end-effector error per step, m
+    # Per end effector (link name): within the success threshold at the end. Success needs all of them.
+    reached: dict[str, bool] = field(default_factory=dict)
 
 
 def policy_controller(model: BaseAlgorithm, vec_normalize: VecNormalize | None = None) -> Controller:
@@ -93,6 +96,9 @@ def run_episode(
         if frames is not None:
             frames.append(env.render())
     held = np.flip(np.logical_and.accumulate(np.flip(np.array(successes))))  # success from here to the end
+    task = unwrapped.task
+    final_distances = task.distances(task.achieved_goal(), task.goal)
+    reached = {name: bool(d < task.success_threshold) for name, d in zip(task.end_effector_names, final_distances)}
     time_to_reach = float(np.argmax(held) * unwrapped.dt) if held[-1] else float("nan")
     return EpisodeResult(
         seed=seed,
@@ -108,6 +114,7 @@ def run_episode(
         control_time_us=1e6 * control_time / len(torques),
         goal_kind=goal_kind,
         distances=[float(d) for d in distances],
+        reached=reached,
     )
 
 
@@ -120,7 +127,8 @@ def summarise(results: list[EpisodeResult]) -> dict[str, float]:
     controller compute time (microseconds per control step).
 
     Where the episodes carry a goal kind (the humanoid envs), also per kind of ``GOAL_KINDS``: ``success_rate_<kind>``,
-    ``fall_rate_<kind>`` (NaN without such goals) and ``goals_<kind>``, the number of its episodes.
+    ``fall_rate_<kind>`` (NaN without such goals) and ``goals_<kind>``, the number of its episodes. With several end
+    effectors, also ``reached_<link>``: how often each one ends within the threshold (success needs every one).
     """
     final = np.array([r.final_distance for r in results])
     reach_times = np.array([r.time_to_reach for r in results])
@@ -143,6 +151,10 @@ def summarise(results: list[EpisodeResult]) -> dict[str, float]:
             summary[f"success_rate_{kind}"] = float(np.mean([r.success for r in chosen])) if chosen else float("nan")
             summary[f"fall_rate_{kind}"] = float(np.mean([r.fell for r in chosen])) if chosen else float("nan")
             summary[f"goals_{kind}"] = len(chosen)
+    end_effectors = list(dict.fromkeys(name for r in results for name in r.reached))
+    if len(end_effectors) > 1:
+        for name in end_effectors:
+            summary[f"{REACHED}{name}"] = float(np.mean([r.reached.get(name, False) for r in results]))
     return summary
 
 

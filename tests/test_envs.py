@@ -616,6 +616,36 @@ def test_evaluation_reports_rates_per_goal_kind(make_env: Callable[..., gym.Env]
     assert not any(key.endswith(("_lean", "_upright")) for key in planar) and "success_rate" in planar
 
 
+def test_evaluation_reports_each_end_effectors_success(make_env: Callable[..., gym.Env]) -> None:
+    """With two hands a goal counts when both are within the threshold; summarise also gives each hand's success
+    alone (``reached_<link>``), and evaluate.py prints it under the success rate."""
+    from evaluate import comparison_table, table_rows
+    from pipeline.evaluation import evaluate, summarise
+
+    env = make_env("HumanoidBimanualReach-v0", max_episode_steps=3, initial_joint_noise=0.0)
+    robot = env.unwrapped.robot
+    env.reset(seed=0)
+    left, right = (robot.link_position(robot.link_index(f"{side}_hand")) for side in ("left", "right"))
+    goal = np.concatenate([left, right + [0.0, 0.0, 0.5]])  # the left hand is there, the right one 0.5 m below
+
+    class FixedGoal(gym.Wrapper):
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+            return self.env.reset(seed=seed, options={"goal": goal})
+
+    results = evaluate(FixedGoal(env), lambda observation: np.zeros(11, dtype=np.float32), 3, 0)
+    summary = summarise(results)
+    assert (summary["success_rate"], summary["reached_left_hand"], summary["reached_right_hand"]) == (0.0, 1.0, 0.0)
+    assert results[0].reached == {"left_hand": True, "right_hand": False}
+    table = comparison_table(Path("/nonexistent"), 0, 3, {"policy": summary})
+    assert [row[0] for row in table_rows(table)[:3]] == [
+        "success rate",
+        "success, left_hand alone",
+        "success, right_hand alone",
+    ]
+    planar = summarise(evaluate(make_env(max_episode_steps=3), lambda observation: np.zeros(2), 2, 0))
+    assert not any(key.startswith("reached_") for key in planar)
+
+
 def test_wrong_shaped_action_names_the_action_space(make_env: Callable[..., gym.Env]) -> None:
     env = make_env()
     env.reset(seed=0)
