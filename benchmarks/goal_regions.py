@@ -55,17 +55,18 @@ def goal_configurations(env_config: dict[str, Any], episodes: list[dict[str, Any
     return names, np.array(configurations)
 
 
-def pose_mask(conditions: list[str], names: list[str], configurations: np.ndarray) -> np.ndarray:
-    """Goals whose configuration meets every condition ``<joint><|><value>``."""
-    mask = np.ones(len(configurations), dtype=bool)
+def pose_mask(conditions: list[str], names: list[str], configurations: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Goals whose configuration meets every condition ``<joint><|><value>``, and the joints the conditions name."""
+    mask, joints = np.ones(len(configurations), dtype=bool), []
     for condition in conditions:
         match = CONDITION.match(condition.replace(" ", ""))
         if not match or match.group(1) not in names:
             raise BenchmarkError(f"--pose {condition!r}: write <joint><value or <joint>>value, joints: {names}.")
+        joints.append(match.group(1))
         column = configurations[:, names.index(match.group(1))]
         value = float(match.group(3))
         mask &= column < value if match.group(2) == "<" else column > value
-    return mask
+    return mask, joints
 
 
 def main() -> None:
@@ -84,7 +85,7 @@ def main() -> None:
     episodes = reports[0]["episodes"]
     names, configurations = goal_configurations(reports[0]["env"], episodes)
     behind = np.array([episode["goal"][0] < args.behind for episode in episodes])
-    posed = pose_mask(args.pose, names, configurations)
+    posed, pose_joints = pose_mask(args.pose, names, configurations)
     success = np.array([[episode["success"] for episode in report["episodes"]] for report in reports])
 
     regions = {
@@ -99,7 +100,6 @@ def main() -> None:
         print(f"| {path} | " + " | ".join(f"{100 * row[mask].mean():.1f} %" for mask in regions.values()) + " |")
     missed = np.flatnonzero(~success.any(axis=0))
     print(f"\nmissed by every report: {len(missed)} goals, {int(posed[missed].sum())} of them in the pose region")
-    pose_joints = [CONDITION.match(c.replace(" ", "")).group(1) for c in args.pose]
     for index in missed:
         values = ", ".join(f"{joint} {configurations[index, names.index(joint)]:+.2f}" for joint in pose_joints)
         print(f"  goal {index} at {np.round(episodes[index]['goal'], 2).tolist()} m; {values} rad")

@@ -39,30 +39,23 @@ def train_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_command(
+    args: list[str], cwd: Path | None = None, timeout: float = 240, **env: str
+) -> subprocess.CompletedProcess:
+    """``args`` in ``cwd`` with ``train_env(**env)``, never reading stdin; stdout and stderr captured as text."""
+    return subprocess.run(
+        args, cwd=cwd, env=train_env(**env), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_train(cwd: Path, *overrides: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
-    """``python train.py <overrides>`` in ``cwd``, never reading stdin; stdout and stderr captured."""
-    return subprocess.run(
-        [sys.executable, str(TRAIN), *overrides],
-        cwd=cwd,
-        env=train_env(**env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python train.py <overrides>`` in ``cwd`` (``run_command``)."""
+    return run_command([sys.executable, str(TRAIN), *overrides], cwd, timeout, **env)
 
 
-def run_evaluate(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python evaluate.py <overrides>`` in ``cwd``, never reading stdin; stdout and stderr captured."""
-    return subprocess.run(
-        [sys.executable, str(EVALUATE), *overrides],
-        cwd=cwd,
-        env=train_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+def run_evaluate(cwd: Path, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python evaluate.py <overrides>`` in ``cwd`` (``run_command``)."""
+    return run_command([sys.executable, str(EVALUATE), *overrides], cwd, timeout)
 
 
 # Runs train.py's __main__ in a forked child of one process that has imported the heavy libraries
@@ -140,18 +133,16 @@ def offline_run_dirs(run_dir: Path) -> list[Path]:
     return sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
 
 
-def leet_inspect(offline_run_dir: Path, *flags: str) -> str:
-    """Stdout of ``wandb leet inspect <flags> --json`` on an offline run (wandb's own reader of .wandb files)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(offline_run_dir)],
-        env=train_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def wandb_leet(*args: str, cwd: Path | None = None) -> str:
+    """Stdout of ``wandb leet <args>`` (wandb's own reader of .wandb files), which must succeed."""
+    result = run_command([sys.executable, "-m", "wandb", "leet", *args], cwd, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def leet_inspect(offline_run_dir: Path, *flags: str) -> str:
+    """Stdout of ``wandb leet inspect <flags> --json`` on an offline run."""
+    return wandb_leet("inspect", *flags, "--json", str(offline_run_dir))
 
 
 def wandb_summary(offline_run_dir: Path) -> dict[str, Any]:

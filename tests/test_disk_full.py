@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN, error_lines, train_env
+from conftest import TRAIN, error_lines, run_command
 
 from pipeline import checkpoints
 
@@ -46,15 +46,7 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_the_older_checkpoi
         pytest.skip("cannot mount a tmpfs here (needs root or unprivileged user namespaces)")
     train = shlex.join([sys.executable, str(TRAIN), *RUN, f"hydra.run.dir={disk / 'run'}"])
     script = f"mount -t tmpfs -o size=1400k tmpfs {disk} && {train}; code=$?; cp -a {disk / 'run'} {copy}; exit $code"
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script],
-        cwd=tmp_path,
-        env=train_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_command(["unshare", "-m", "sh", "-c", script], tmp_path, timeout=300)
 
     assert result.returncode == 1, result.stderr[-3000:]
     (line,) = error_lines(result.stderr)

@@ -36,6 +36,7 @@ from tests.conftest import (
     error_lines,
     offline_run_dirs,
     read_json,
+    run_command,
     run_train,
     run_train_many,
     train_env,
@@ -463,15 +464,8 @@ def test_wandb_online_without_credentials_falls_back_offline(tmp_path: Path) -> 
         f"run = init_run(cfg, {{'a': 1}}, {str(tmp_path)!r}); run.log({{'x': 3.5}}); "
         "print('mode', run.settings.mode, run.id); run.finish()"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=train_env(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9"),  # no key, no ~/.netrc
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    no_login = {"HOME": str(tmp_path), "WANDB_BASE_URL": "http://127.0.0.1:9"}  # no key, no ~/.netrc
+    result = run_command([sys.executable, "-c", script], tmp_path, timeout=120, **no_login)
     check_ok(result)
     assert "mode offline" in result.stdout
     (warning,) = [line for line in result.stderr.splitlines() if "wandb" in line.lower()]

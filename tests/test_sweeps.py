@@ -29,11 +29,10 @@ from pipeline.launchers import (
     requeue_overrides,
 )
 from pipeline.sweeps import configuration_rows, configuration_table, summarise_seeds
-from tests.conftest import REPO, TINY, check_ok, offline_run_dirs, read_json, run_train, train_env
+from tests.conftest import REPO, TINY, check_ok, offline_run_dirs, read_json, run_evaluate, run_train, train_env
 
 CORES = len(os.sched_getaffinity(0))
 SUBDIR = "hydra.sweep.subdir=${hydra.job.num}"  # the default <num>_<overrides> name is too long for the OS
-EVALUATE = REPO / "evaluate.py"
 # Ray on this machine only: Ray's single-machine mode puts every address on 127.0.0.1 (on Linux Ray otherwise
 # binds its services to the machine's outward address, whatever --node-ip-address says); no usage report, and no
 # access token written to the home directory.
@@ -310,15 +309,7 @@ def test_evaluate_sweep_ranks_configurations_over_seeds(tmp_path: Path) -> None:
     check_ok(result)
     for job in range(4):
         assert read_json(sweep / str(job) / "metrics.json")["torch_threads"] == max(1, CORES // 2)
-    evaluation = subprocess.run(
-        [sys.executable, str(EVALUATE), f"sweep={sweep}", "n_episodes=4", "wandb.mode=disabled"],
-        cwd=tmp_path,
-        env=train_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    evaluation = run_evaluate(tmp_path, f"sweep={sweep}", "n_episodes=4", "wandb.mode=disabled", timeout=300)
     check_ok(evaluation)
     with open(sweep / "eval_policy_ranking.csv") as handle:
         ranking = list(csv.DictReader(handle))

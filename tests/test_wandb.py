@@ -36,6 +36,7 @@ from tests.conftest import (
     run_evaluate,
     train_env,
     wandb_history,
+    wandb_leet,
     wandb_records,
     wandb_summary,
 )
@@ -198,18 +199,9 @@ def test_readme_leet_line_shows_the_training_after_an_evaluation(readme_run: tup
     cwd = readme_run[0]
     run_dir = latest_run(cwd)
     run_id = read_json(run_dir / "run.json")["wandb_run_id"]
-    readme = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "outputs/latest/wandb"],
-        cwd=cwd,
-        env=train_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert readme.returncode == 0, readme.stderr
+    readme = wandb_leet("inspect", "--summary", "outputs/latest/wandb", cwd=cwd)  # README's line, as written
     for text in (run_id, "total_timesteps", "final/success_rate", "train/actor_loss"):
-        assert text in readme.stdout, text
+        assert text in readme, text
     shown = json.loads(leet_inspect(cwd / "outputs" / "latest" / "wandb", "--summary"))
     assert shown["run_id"] == run_id and shown["config"]["total_timesteps"] == STEPS
     assert shown["summary"]["final/success_rate"] == read_json(run_dir / "metrics.json")["success_rate"]
