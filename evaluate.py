@@ -45,6 +45,7 @@ from pipeline.controllers import (
     BalancedJacobianController,
     FabrikController,
     JacobianController,
+    PyBulletIKController,
     inverse_kinematics_time_us,
 )
 from pipeline.evaluation import (
@@ -73,6 +74,7 @@ CLASSICAL = {
     "jacobian": (JacobianController, "jacobian"),
     "fabrik": (FabrikController, "fabrik"),
     "jacobian_balance": (BalancedJacobianController, "jacobian_balance"),
+    "pybullet_ik": (PyBulletIKController, "pybullet_ik"),
 }
 # The keys of an eval_<controller>.json that say what was evaluated; the others summarise how it went.
 REPORT_CONTEXT = ("controller", "checkpoint", "env", "goal_seed", "episodes")
@@ -188,7 +190,7 @@ def evaluate_controller(
         }
         if name == "policy":
             summary.update(compare_with_predict(controller.controller, model, vec_normalize, controller.observations))
-        if isinstance(controller, FabrikController):
+        if isinstance(controller, (FabrikController, PyBulletIKController)):
             summary["solve_time_us_mean"] = controller.mean_solve_time_us
     finally:
         env.close()

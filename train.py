@@ -36,6 +36,7 @@ from pipeline.config import CONF_DIR, register_configs, validate_config
 from pipeline.evaluation import episode_rows, evaluate, policy_controller, record_episodes, summarise
 from pipeline.factory import (
     ALGORITHMS,
+    derived_settings_lines,
     make_env,
     make_model,
     make_training_env,
@@ -133,6 +134,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     state = checkpoints.read_state(latest) if latest else {}
 
     # 2. Envs and model (fresh, or the latest checkpoint with its replay buffer and statistics).
+    eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations in step 4, the final one in step 5
+    if derived := derived_settings_lines(eval_env):
+        print(derived, flush=True)
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
     env = make_training_env(
         cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and latest is None, cfg.normalize_goals
@@ -189,7 +193,6 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     # clock, goal range), which every checkpoint saves and a resume continues.
     curriculum_start = cfg.curriculum.start if cfg.curriculum.enabled else None
     run_state = RunState.resumed(state, run.id if run else None, curriculum_start)
-    eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations here, the final one in step 5
     checkpointing = Checkpointing(cfg, run_dir, run_state, average)
     # First: a stop counts its step back before the others see it (no evaluation at a step not kept).
     callbacks: list[BaseCallback] = [StopOnSignal(interrupts.SIGNAL_STOP)]
@@ -211,6 +214,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         if run:
             run.finish(exit_code=Interrupted(signum).exit_code)  # flushes the history to disk
         env.close()
+        eval_env.close()
         raise Interrupted(signum, last_checkpoint)
     if average and average.count:
         average.apply(model.policy.actor)

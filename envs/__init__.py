@@ -1,5 +1,6 @@
 """rlik environments. Importing this package registers the gymnasium ids:
 
+- ``ArmReach-v0``: any fixed-base arm (``urdf=``, ``end_effector=`` required), every other setting derived from it.
 - ``UrdfReach-v0``: any URDF (``urdf=``, ``end_effector=`` required), joint-torque reaching.
 - ``PlanarArmReach-v0``: the planar 2-link arm of ``urdf/planar_arm_2link.urdf``, 1 cm success.
 - ``HumanoidReach-v0``: the free-standing humanoid of ``urdf/humanoid_upper_body.urdf``, right hand, 2 cm.
@@ -11,6 +12,7 @@ Each env composes a ``PyBulletSession`` (the one class that calls PyBullet), a r
 
 from gymnasium.envs.registration import register
 
+from envs.arm_env import ArmReachEnv
 from envs.humanoid import HumanoidRobot
 from envs.humanoid_env import HumanoidReachEnv
 from envs.reach_env import UrdfReachEnv
@@ -18,8 +20,19 @@ from envs.robot import Robot
 from envs.session import PyBulletSession
 from envs.task import BalanceTask, ReachTask
 
-__all__ = ["BalanceTask", "HumanoidReachEnv", "HumanoidRobot", "PyBulletSession", "ReachTask", "Robot", "UrdfReachEnv"]
+__all__ = [
+    "ArmReachEnv",
+    "BalanceTask",
+    "HumanoidReachEnv",
+    "HumanoidRobot",
+    "PyBulletSession",
+    "ReachTask",
+    "Robot",
+    "UrdfReachEnv",
+]
 
+# Any fixed-base arm, its settings derived from the URDF; its episode length too, so no TimeLimit here.
+register(id="ArmReach-v0", entry_point="envs.arm_env:ArmReachEnv")
 register(id="UrdfReach-v0", entry_point="envs.reach_env:UrdfReachEnv", max_episode_steps=100)
 
 PLANAR_ARM = {

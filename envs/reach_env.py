@@ -151,11 +151,6 @@ class UrdfReachEnv(gym.Env):
             raise ValueError(
                 f"unknown render_mode '{render_mode}'; choose from {self.metadata['render_modes']} or None."
             )
-        scales = np.asarray(action_scale, dtype=np.float64)
-        if not (np.all(scales > 0.0) and np.all(scales <= 1.0)):
-            raise ValueError(
-                f"action_scale must be in (0, 1] (a fraction of the URDF effort limits), got {action_scale}."
-            )
         if frame_skip < 1:
             raise ValueError(f"frame_skip must be >= 1, got {frame_skip}.")
         self.render_mode = render_mode
@@ -164,9 +159,6 @@ class UrdfReachEnv(gym.Env):
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
         self.goal_conditioned = goal_conditioned
         self.gravity_compensation = gravity_compensation
-        damping = np.asarray(velocity_damping, dtype=np.float64)
-        if np.any(damping < 0):
-            raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
         self.max_joint_speed = max_joint_speed
         self.observe_joint_positions = observe_joint_positions
         self.camera_distance = camera_distance
@@ -177,20 +169,28 @@ class UrdfReachEnv(gym.Env):
             self.robot = self._make_robot(urdf, joints, fixed_base, base_position)
             end_effectors = [end_effector] if isinstance(end_effector, str) else list(end_effector)
             self.task = self._make_task(end_effectors, success_threshold, reward_type, torque_cost)
-            self._set_up(scales, damping, initial_joint_positions, initial_joint_noise, goal_range)
+            self._set_up(action_scale, velocity_damping, initial_joint_positions, initial_joint_noise, goal_range)
         except Exception:
             self.session.close()
             raise
 
     def _set_up(
         self,
-        scales: np.ndarray,
-        damping: np.ndarray,
+        action_scale: float | Sequence[float],
+        velocity_damping: float | Sequence[float],
         initial_joint_positions: Sequence[float] | None,
         initial_joint_noise: float,
         goal_range: float,
     ) -> None:
         """The rest of the constructor, once the robot and the task exist: actions, start pose, start state, spaces."""
+        scales = np.asarray(action_scale, dtype=np.float64)
+        if not (np.all(scales > 0.0) and np.all(scales <= 1.0)):
+            raise ValueError(
+                f"action_scale must be in (0, 1] (a fraction of the URDF effort limits), got {action_scale}."
+            )
+        damping = np.asarray(velocity_damping, dtype=np.float64)
+        if not np.all(damping >= 0):
+            raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
         n = self.robot.n_joints
         for name, values in (("action_scale", scales), ("velocity_damping", damping)):
             if values.ndim and values.shape != (n,):

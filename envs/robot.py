@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.session import PyBulletSession, check_urdf_xml, resolve_urdf
+from envs.session import JointInfo, PyBulletSession, check_urdf_xml, resolve_urdf
 
 if TYPE_CHECKING:
     from pybullet_utils.bullet_client import BulletClient
@@ -20,9 +20,11 @@ class Robot:
 
     :param session: the PyBullet session that owns the client.
     :param urdf: URDF path (see ``envs.session.resolve_urdf``).
-    :param joints: names of the joints to actuate; ``None`` means every revolute/prismatic joint. The
-        other movable joints hold their pose at load (a stiff position motor at the URDF effort limit),
-        as a robot's unused limbs do, instead of swinging free.
+    :param joints: names of the joints to actuate; ``None`` means every revolute/prismatic joint, or with
+        ``reaching_links`` those on the chains from the base to them. The other movable joints hold their pose at
+        load (a stiff position motor at the URDF effort limit), as a robot's unused limbs (or fingers) do, instead
+        of swinging free.
+    :param reaching_links: with ``joints=None``, actuate only the movable joints that move these links.
     :param fixed_base: bolt the base to the world (arms) or let it float (humanoid).
     :param base_position: base position in the world, metres.
     """
@@ -34,6 +36,7 @@ class Robot:
         joints: Sequence[str] | None = None,
         fixed_base: bool = True,
         base_position: Sequence[float] = (0.0, 0.0, 0.0),
+        reaching_links: Sequence[str] | None = None,
     ) -> None:
         self.session = session
         self.body = session.load_urdf(urdf, base_position=tuple(base_position), fixed_base=fixed_base)
@@ -45,8 +48,11 @@ class Robot:
         self.link_indices[session.base_link_name(self.body)] = -1  # the base link
         joint_by_name = {info.name: info for info in infos}
         movable = [info.name for info in infos if info.actuated]
+        if not movable:
+            raise ValueError(f"URDF {urdf} has no revolute or prismatic joint to actuate.")
+        self._parents = {info.index: info.parent_index for info in infos}  # link index -> parent link index
         if joints is None:
-            joints = movable
+            joints = movable if reaching_links is None else self.chain_joints(reaching_links, infos)
         for name in joints:
             if name not in movable:
                 raise ValueError(f"unknown or non-actuated joint '{name}' in {urdf}; choose from {movable}.")
@@ -55,7 +61,6 @@ class Robot:
         if len(set(joints)) < len(joints):
             twice = sorted({name for name in joints if list(joints).count(name) > 1})
             raise ValueError(f"joints {twice} are listed more than once; name each joint once in env.joints.")
-        self._parents = {info.index: info.parent_index for info in infos}  # link index -> parent link index
         self._children: defaultdict[int, list[int]] = defaultdict(list)  # link index -> child link indices
         for info in infos:
             self._children[info.parent_index].append(info.index)
@@ -75,11 +80,47 @@ class Robot:
         if np.any(self.torque_limits <= 0):
             zero = [n for n, f in zip(joints, self.torque_limits) if f <= 0]
             raise ValueError(f"joints {zero} in {urdf} have no effort limit; set <limit effort=...> in the URDF.")
+        self.velocity_limits = np.array([info.max_velocity for info in chosen], dtype=np.float64)  # URDF, 0: none
         self.joint_damping = np.array([info.damping for info in chosen], dtype=np.float64)  # URDF, N m s/rad
         self.all_actuated = [joint_by_name[name].index for name in movable]
         self.held = [joint_by_name[name] for name in movable if name not in joints]
-        session.clamp_joint_speeds(self.body, self.all_actuated)
+        session.clamp_joint_speeds(self.body, self.joint_indices)
         self.release_motors()
+
+    def chain_joints(self, links: Sequence[str], infos: Sequence[JointInfo]) -> list[str]:
+        """Names of the movable joints between the base and any of ``links``, in the URDF's joint order."""
+        movable = {info.index: info.name for info in infos if info.actuated}
+        on_chain: set[int] = set()
+        for name in links:
+            link = self.link_index(name)
+            if link == -1:
+                raise ValueError(
+                    f"end effector '{name}' is the base link of {self.urdf}, which no joint moves; choose a link at "
+                    f"the arm's tip, e.g. '{self.tip_link_name(infos)}'."
+                )
+            chain = set()
+            while link != -1:
+                chain.add(link)
+                link = self._parents[link]
+            if not chain & movable.keys():
+                raise ValueError(
+                    f"end effector '{name}' is not moved by any joint of {self.urdf} (only fixed joints lie between "
+                    f"it and the base); choose a link beyond the arm's joints, e.g. '{self.tip_link_name(infos)}'."
+                )
+            on_chain |= chain
+        return [movable[index] for index in sorted(on_chain & movable.keys())]
+
+    def tip_link_name(self, infos: Sequence[JointInfo]) -> str:
+        """The link with the most movable joints above it: an arm's tip, for error messages."""
+
+        def depth(link: int) -> int:
+            count = 0
+            while link != -1:
+                count += infos[link].actuated
+                link = self._parents[link]
+            return count
+
+        return max(infos, key=lambda info: (depth(info.index), -info.index)).link_name
 
     @property
     def client(self) -> BulletClient:
@@ -142,9 +183,13 @@ class Robot:
 
     def add_joint_damping(self, extra: np.ndarray) -> None:
         """Add ``extra`` (n_joints,) N m s/rad (or N s/m) to the joints' viscous damping (PyBullet's joint damping)."""
-        self.joint_damping = self.joint_damping + extra
-        for index, damping in zip(self.joint_indices, self.joint_damping):
-            self.session.set_joint_damping(self.body, index, float(damping))
+        self.set_joint_damping(self.joint_damping + extra)
+
+    def set_joint_damping(self, damping: np.ndarray) -> None:
+        """The joints' viscous damping (n_joints,), N m s/rad (or N s/m), in place of the URDF's."""
+        self.joint_damping = np.array(damping, dtype=np.float64)
+        for index, value in zip(self.joint_indices, self.joint_damping):
+            self.session.set_joint_damping(self.body, index, float(value))
 
     def release_motors(self) -> None:
         """Turn off PyBullet's default velocity motors, which would otherwise resist every torque; joints

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import os
+import sys
+import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -115,11 +117,51 @@ class Velocity(NamedTuple):
     angular: tuple[float, float, float]
 
 
+PACKAGE_SCHEME = "package://"
+
+
+def package_folders(package: str, urdf: Path | None = None) -> list[Path]:
+    """Folders that may hold the ROS package ``package``, in the order a ``package://<package>/...`` path is
+    looked up: the URDF's own folders (a folder above it named ``package``, or one holding ``package``), the
+    ``ROS_PACKAGE_PATH`` entries, ``share/<package>`` of the ``AMENT_PREFIX_PATH`` and ``CMAKE_PREFIX_PATH`` prefixes,
+    and description packages installed with pip (``example-robot-data``'s ``cmeel.prefix/share``)."""
+    above = list(urdf.parents) if urdf is not None else []
+    folders = [folder for folder in above if folder.name == package] + [folder / package for folder in above]
+    for entry in filter(None, os.environ.get("ROS_PACKAGE_PATH", "").split(os.pathsep)):
+        folders += [Path(entry)] if Path(entry).name == package else [Path(entry) / package]
+    for variable in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH"):
+        folders += [
+            Path(entry) / "share" / package for entry in filter(None, os.environ.get(variable, "").split(os.pathsep))
+        ]
+    folders += [Path(entry) / "cmeel.prefix" / "share" / package for entry in sys.path if entry]
+    return folders
+
+
+def resolve_package_path(uri: str, urdf: Path | None = None) -> Path | None:
+    """The file a ``package://<package>/<path>`` URI names (see ``package_folders``), or None if none exists."""
+    package, _, rest = uri[len(PACKAGE_SCHEME) :].partition("/")
+    for folder in package_folders(package, urdf):
+        if (folder / rest).is_file():
+            return (folder / rest).resolve()
+    return None
+
+
 def resolve_urdf(path: str | os.PathLike) -> Path:
-    """Find a URDF: as given, else in this project's ``urdf/``, else in ``pybullet_data``.
+    """Find a URDF: as given, else in this project's ``urdf/``, else in ``pybullet_data``; a ``package://`` URI
+    through the ROS package folders (``package_folders``).
 
     Raises ``FileNotFoundError`` naming every place looked in.
     """
+    if str(path).startswith(PACKAGE_SCHEME):
+        found = resolve_package_path(str(path))
+        if found is None:
+            raise FileNotFoundError(
+                f"URDF '{path}' not found: no package '{str(path)[len(PACKAGE_SCHEME) :].split('/')[0]}' holds it "
+                "(looked in ROS_PACKAGE_PATH, AMENT_PREFIX_PATH, CMAKE_PREFIX_PATH and pip-installed description "
+                "packages); install the package (pip install -e '.[robots]' for example-robot-data) or add its "
+                "folder to ROS_PACKAGE_PATH."
+            )
+        return found
     candidates = [Path(path)]
     if not Path(path).is_absolute():
         candidates += [URDF_DIR / path, Path(pybullet_data.getDataPath()) / path]
@@ -129,7 +171,7 @@ def resolve_urdf(path: str | os.PathLike) -> Path:
     looked = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
         f"URDF '{path}' not found (looked in: {looked}); pass an existing file path, "
-        f"a name under {URDF_DIR} or a path inside pybullet_data."
+        f"a name under {URDF_DIR}, a path inside pybullet_data or a package:// URI."
     )
 
 
@@ -144,17 +186,21 @@ def check_urdf_xml(path: Path) -> ET.Element:
     return root
 
 
-def mesh_candidates(path: Path, filename: str) -> list[Path]:
-    """Where PyBullet looks for a URDF's mesh ``filename``: as given (``package://`` or ``model://`` dropped), then
-    below the URDF's folder and each folder above it, the working directory and the two above it, and
-    ``pybullet_data`` (this session's search path)."""
-    for scheme in ("package://", "model://"):
+def find_mesh(path: Path, filename: str) -> Path | None:
+    """The mesh file ``filename`` of the URDF at ``path``: a ``package://`` URI through the ROS package folders,
+    else where PyBullet looks (``model://`` dropped): as given, below the URDF's folder and each folder above it,
+    the working directory and the two above it, and ``pybullet_data``."""
+    if filename.startswith(PACKAGE_SCHEME) and (found := resolve_package_path(filename, path)) is not None:
+        return found
+    for scheme in (PACKAGE_SCHEME, "model://"):
         if filename.startswith(scheme):
             filename = filename[len(scheme) :]
             break
     name = Path(filename)
     folders = [*Path(path).parents, Path("."), Path(".."), Path("../.."), Path(pybullet_data.getDataPath())]
-    return [name, *(folder / name for folder in folders)]
+    return next(
+        (candidate for candidate in [name, *(folder / name for folder in folders)] if candidate.is_file()), None
+    )
 
 
 def check_urdf_contents(path: Path, root: ET.Element) -> None:
@@ -176,24 +222,39 @@ def check_urdf_contents(path: Path, root: ET.Element) -> None:
                     f"URDF '{path}': link '{link.get('name')}' has mesh '{filename}', a format PyBullet cannot "
                     f"read; convert it to one of {', '.join(MESH_SUFFIXES)}."
                 )
-            if not any(candidate.is_file() for candidate in mesh_candidates(path, filename)):
+            if find_mesh(path, filename) is None:
                 raise ValueError(
                     f"URDF '{path}': mesh file '{filename}' of link '{link.get('name')}' not found (looked beside "
-                    "the URDF, in the folders above it and in pybullet_data); fix the filename or put the mesh there."
+                    "the URDF, in the folders above it, in ROS_PACKAGE_PATH, AMENT_PREFIX_PATH and pip-installed "
+                    "description packages, and in pybullet_data); fix the filename or put the mesh there."
                 )
 
 
-def clamp_joint_speeds(client: BulletClient, body: int, joint_indices: Sequence[int]) -> None:
-    """Clamp each joint's speed at its URDF velocity limit (rad/s or m/s), the motor's rated speed.
+def with_package_meshes_resolved(path: Path, root: ET.Element) -> str | None:
+    """The URDF's text with every ``package://`` mesh replaced by its absolute path, or None if it has none.
 
-    PyBullet ignores URDF velocity limits and clamps every joint at 100 rad/s. Joints without a
-    limit (0) keep PyBullet's clamp. A free function of the client, for a bare PyBullet loop to copy the
-    env's limits (benchmarks/env_throughput.py).
+    PyBullet drops ``package://`` and searches only relative to the URDF and the working directory, which misses
+    packages found through ``ROS_PACKAGE_PATH`` or installed elsewhere. Call after ``check_urdf_contents``.
     """
-    for index in joint_indices:
-        limit = JointInfo.read(client.getJointInfo(body, index)).max_velocity
-        if limit > 0:
-            client.changeDynamics(body, index, maxJointVelocity=limit)
+    meshes = [mesh for mesh in root.iter("mesh") if mesh.get("filename", "").startswith(PACKAGE_SCHEME)]
+    if not meshes:
+        return None
+    for mesh in meshes:
+        mesh.set("filename", str(find_mesh(path, mesh.get("filename"))))
+    return ET.tostring(root, encoding="unicode")
+
+
+def clamp_joint_speeds(client: BulletClient, body: int, joint_indices: Sequence[int]) -> None:
+    """Clamp the joints' speeds at the fastest of their URDF velocity limits (rad/s or m/s), the motors' rated speed.
+
+    PyBullet ignores URDF velocity limits and clamps every joint at 100 rad/s; its ``maxJointVelocity`` is one value
+    per body, whichever joint it is set through, so one joint's limit (a Panda finger's 0.2 m/s) would otherwise
+    hold every joint. Bodies with a joint without a limit (0) keep PyBullet's clamp. A free function of the client,
+    for a bare PyBullet loop to copy the env's limits (benchmarks/env_throughput.py).
+    """
+    limits = [JointInfo.read(client.getJointInfo(body, index)).max_velocity for index in joint_indices]
+    if limits and min(limits) > 0:
+        client.changeDynamics(body, joint_indices[0], maxJointVelocity=max(limits))
 
 
 class PyBulletSession:
@@ -245,18 +306,26 @@ class PyBulletSession:
         only on its own stderr and raises a generic error.
         """
         resolved = resolve_urdf(path)
-        check_urdf_contents(resolved, check_urdf_xml(resolved))
-        try:
-            return self.client.loadURDF(
-                str(resolved),
-                basePosition=base_position,
-                useFixedBase=fixed_base,
-                flags=pybullet.URDF_USE_INERTIA_FROM_FILE,
-            )
-        except pybullet.error as err:
-            raise ValueError(
-                f"PyBullet could not load URDF '{resolved}' ({err}); check links, joints and mesh paths."
-            ) from None
+        root = check_urdf_xml(resolved)
+        check_urdf_contents(resolved, root)
+        rewritten = with_package_meshes_resolved(resolved, root)
+        # A rewritten copy beside nothing else: its meshes are absolute paths, and PyBullet reads them all at load.
+        with tempfile.TemporaryDirectory(prefix="rlik-urdf-") as folder:
+            loaded = resolved
+            if rewritten is not None:
+                loaded = Path(folder) / resolved.name
+                loaded.write_text(rewritten)
+            try:
+                return self.client.loadURDF(
+                    str(loaded),
+                    basePosition=base_position,
+                    useFixedBase=fixed_base,
+                    flags=pybullet.URDF_USE_INERTIA_FROM_FILE,
+                )
+            except pybullet.error as err:
+                raise ValueError(
+                    f"PyBullet could not load URDF '{resolved}' ({err}); check links, joints and mesh paths."
+                ) from None
 
     def load_ground(self) -> int:
         """Add the flat ground plane of pybullet_data at z = 0."""
@@ -316,6 +385,18 @@ class PyBulletSession:
         return self._inverse_dynamics(body, positions, velocities, accelerations)
 
     # --- links, base and contacts --------------------------------------------------------------------
+
+    def mass_matrix(self, body: int, positions: list[float]) -> np.ndarray:
+        """The joint-space mass matrix (n, n) at ``positions`` of every movable joint (PyBullet's order), kg m^2 or kg."""
+        return np.asarray(self.client.calculateMassMatrix(body, positions))
+
+    def link_jacobian(self, body: int, link: int, positions: list[float]) -> np.ndarray:
+        """Linear Jacobian (3, n), m/rad (or m/m), of ``link``'s URDF frame origin at ``positions`` of every movable
+        joint (PyBullet's order), for a fixed base. PyBullet takes the point in the link's centre-of-mass frame."""
+        inertial_position, inertial_orientation = self._get_link_state(body, link)[2:4]
+        origin = self.client.invertTransform(inertial_position, inertial_orientation)[0]
+        zeros = [0.0] * len(positions)
+        return np.asarray(self.client.calculateJacobian(body, link, list(origin), positions, zeros, zeros)[0])
 
     def link_frame_position(self, body: int, link: int) -> np.ndarray:
         """World position (3,) of a link's URDF frame origin, m (forward kinematics of the current joint positions)."""

@@ -26,8 +26,9 @@ from envs.session import package_data_dir
 # conf/env/<name>.yaml -> gymnasium id
 ENV_PRESETS = {
     "planar_arm": "PlanarArmReach-v0",
+    "arm": "ArmReach-v0",
+    "kuka": "ArmReach-v0",
     "urdf": "UrdfReach-v0",
-    "kuka": "UrdfReach-v0",
     "humanoid": "HumanoidReach-v0",
     "humanoid_bimanual": "HumanoidBimanualReach-v0",
 }
@@ -56,7 +57,8 @@ def env_schema(env_id: str) -> type:
     hints = typing.get_type_hints(env_class.__init__)
     fields: list[tuple[str, Any, Any]] = [
         ("id", str, field(default=env_id)),
-        ("max_episode_steps", int, field(default=spec.max_episode_steps)),
+        # None: the env ends its episodes itself (ArmReach-v0, at its derived episode_steps).
+        ("max_episode_steps", Optional[int], field(default=spec.max_episode_steps)),  # noqa: UP045
     ]
     for name, parameter in inspect.signature(env_class.__init__).parameters.items():
         if name in RUNTIME_ENV_PARAMETERS:
@@ -341,7 +343,7 @@ def validate_config(cfg: Any) -> None:
             f"algo.action_noise.sigma must be >= 0 (normalised action units), got {cfg.algo.action_noise.sigma}."
         )
     for key in ENV_POSITIVE_KEYS:  # NaN fails "> 0" too
-        if key in cfg.env and not cfg.env[key] > 0:
+        if key in cfg.env and cfg.env[key] is not None and not cfg.env[key] > 0:  # null: derived (ArmReach-v0)
             raise ValueError(f"env.{key} must be > 0, got {cfg.env[key]}; set env.{key}=<positive>.")
     for key in ENV_COST_KEYS:
         if key in cfg.env and not 0 <= cfg.env[key] < float("inf"):
@@ -375,6 +377,16 @@ class FabrikConfig:
 
 
 @dataclass
+class PyBulletIKConfig:
+    """``PyBulletIKController``'s settings (pipeline/controllers.py)."""
+
+    kp: float = 400.0  # stiffness, 1/s^2
+    kd: float = 40.0  # damping, 1/s
+    max_iterations: int = 100  # PyBullet's IK iterations per solve
+    residual: float = 1e-4  # PyBullet's IK stops this close to the goal, m
+
+
+@dataclass
 class BalancedJacobianConfig:
     """``BalancedJacobianController``'s gains (pipeline/controllers.py): the humanoid's balance-first IK."""
 
@@ -400,6 +412,7 @@ class EvaluateConfig:
     jacobian: JacobianConfig = field(default_factory=JacobianConfig)
     fabrik: FabrikConfig = field(default_factory=FabrikConfig)
     jacobian_balance: BalancedJacobianConfig = field(default_factory=BalancedJacobianConfig)
+    pybullet_ik: PyBulletIKConfig = field(default_factory=PyBulletIKConfig)
     model: str = "best"  # with run= and no checkpoint=: best | final | latest (newest complete checkpoint)
     n_episodes: int = 200
     goal_seed: Optional[int] = None  # noqa: UP045  (None: the run's eval.goal_seed, train.py's final goals)
@@ -414,7 +427,7 @@ class EvaluateConfig:
 
 # controller=: the run's policy, or a classical controller of pipeline/controllers.py (evaluate.py's
 # CLASSICAL) whose gains are the EvaluateConfig node of the same name.
-CONTROLLERS = ("policy", "jacobian", "fabrik", "jacobian_balance")
+CONTROLLERS = ("policy", "jacobian", "fabrik", "jacobian_balance", "pybullet_ik")
 # model= with run=: the run-level zip of that name; "latest" is the newest complete checkpoint.
 MODELS = {"best": "best_model.zip", "final": "final_model.zip"}
 

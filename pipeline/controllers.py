@@ -3,8 +3,9 @@
 - ``JacobianController``: task-space PD through the damped least-squares Jacobian; ignores balance.
 - ``FabrikController``: FABRIK (Aristidou & Lasenby 2011) on the reaching limb, joint-space PD on its solution.
 - ``BalancedJacobianController``: the humanoid's hand in the null space of a centre-of-mass task.
+- ``PyBulletIKController``: PyBullet's ``calculateInverseKinematics`` once per goal, joint-space PD on its solution.
 
-All three are callables ``observation -> normalised action`` in [-1, 1] (``torque / env.action_torques``) that
+All four are callables ``observation -> normalised action`` in [-1, 1] (``torque / env.action_torques``) that
 read the state from the unwrapped env, and share one torque law (``_JointTorqueController``).
 """
 
@@ -667,6 +668,64 @@ class BalancedJacobianController(_JointTorqueController):
         projected = reach_jacobian @ null_space
         dq_reach = null_space @ damped_pseudo_inverse(projected, damping) @ (reach_error - reach_jacobian @ dq_balance)
         return self.action(dq_balance + dq_reach, q_all)
+
+
+class PyBulletIKController(_JointTorqueController):
+    """PyBullet's own IK (``calculateInverseKinematics``: damped least squares, started from the current pose)
+    solved once per goal, its joint solution tracked by PD in joint space, as ``FabrikController`` tracks FABRIK's.
+
+    The solve runs ``max_iterations`` steps or until ``residual`` (m); the solution is clipped to the URDF limits,
+    and joints outside the env's keep their pose. ``mean_solve_time_us``: the mean wall time of one solve.
+
+    :param env: the unwrapped reach env, with one end effector.
+    :param kp: stiffness, 1/s^2 (times the mass matrix).
+    :param kd: joint damping, 1/s (times the mass matrix).
+    :param max_iterations: PyBullet's most IK iterations per solve.
+    :param residual: PyBullet's IK stops when the end effector is this close to the goal, m.
+    """
+
+    def __init__(
+        self, env: UrdfReachEnv, kp: float = 400.0, kd: float = 40.0, max_iterations: int = 100, residual: float = 1e-4
+    ) -> None:
+        links = env.task.end_effector_links
+        if len(links) != 1:
+            raise ValueError(
+                f"pybullet_ik here drives one end effector, got {env.task.end_effector_names}; use controller=jacobian."
+            )
+        super().__init__(env, kp, kd)
+        self.link, self.max_iterations, self.residual = links[0], max_iterations, residual
+        self.solve_count, self.solve_seconds = 0, 0.0
+        self._goal: np.ndarray | None = None
+        self._targets = env.initial_joint_positions.copy()  # (n_joints,), rad or m
+
+    @property
+    def mean_solve_time_us(self) -> float:
+        """Mean wall time of one solve so far, microseconds (NaN before the first)."""
+        return 1e6 * self.solve_seconds / self.solve_count if self.solve_count else float("nan")
+
+    def solve(self, goal: np.ndarray) -> np.ndarray:
+        """Joint targets (n_joints,), rad or m, within the limits, for the end effector at ``goal`` (3,), m. Timed."""
+        start = time.perf_counter()
+        q_all = self.client.calculateInverseKinematics(
+            self.body,
+            self.link,
+            list(goal),
+            maxNumIterations=self.max_iterations,
+            residualThreshold=self.residual,
+        )
+        self._targets = np.clip(np.asarray(q_all)[self.columns], *self.robot.joint_limits)
+        self._goal = np.array(goal, dtype=np.float64)
+        self.solve_seconds += time.perf_counter() - start
+        self.solve_count += 1
+        return self._targets
+
+    def __call__(self, observation: Observation = None) -> np.ndarray:
+        """Normalised action (n_joints,) in [-1, 1] for the env's current state; ``observation`` is unused."""
+        goal = self.env.task.goal
+        if self._goal is None or not np.array_equal(goal, self._goal):
+            self.solve(goal)
+        q, _ = self.robot.joint_state()
+        return self.action(self._targets - q, self.positions())
 
 
 def inverse_kinematics_time_us(env: UrdfReachEnv, goals: list[np.ndarray]) -> float:

@@ -92,6 +92,20 @@ def make_env(env_cfg: DictConfig, render_mode: str | None = None, **overrides: A
     return gym.make(env_cfg.id, max_episode_steps=env_cfg.max_episode_steps, render_mode=render_mode, **kwargs)
 
 
+def derived_settings_lines(env: gym.Env) -> str:
+    """The settings an env derived from its URDF (``ArmReachEnv.derived_settings``), one ``key=value`` line each
+    as the command line takes it, under a heading; empty for an env that derives nothing."""
+    derived = getattr(env.unwrapped, "derived_settings", dict)()
+    if not derived:
+        return ""
+
+    def value(item: Any) -> str:
+        return "[" + ",".join(map(str, item)) + "]" if isinstance(item, list) else str(item)
+
+    lines = [f"  {key}={value(item)}" for key, item in derived.items()]
+    return "\n".join([f"derived from {env.unwrapped.robot.urdf} (each key overrides its value):", *lines])
+
+
 def make_training_env(
     env_cfg: DictConfig, n_envs: int, seed: int, normalize_observations: bool = False, normalize_goals: bool = True
 ) -> VecEnv:
