@@ -5,7 +5,8 @@
     python train.py -m seed=0,1,2 algo.learning_rate=1e-3,3e-4 hydra/launcher=joblib
     python train.py resume=outputs/2026-11-23/12-00-00-123456_PlanarArmReach-v0_ddpg_seed0
 
-Run directory: .hydra/config.yaml, run.json (wandb id), checkpoints/step_<N>/, best_model.zip,
+Run directory: .hydra/config.yaml, run.json (wandb id), derived.json (ArmReach-v0's derived settings),
+checkpoints/step_<N>/, best_model.zip,
 final_model.zip, metrics.json (final evaluation), progress.csv, video.mp4, wandb/.
 
 ``train`` is the run, step by step; its SB3 callbacks are in pipeline/callbacks.py, what a resume may
@@ -36,7 +37,8 @@ from pipeline.config import CONF_DIR, register_configs, validate_config
 from pipeline.evaluation import episode_rows, evaluate, policy_controller, record_episodes, summarise
 from pipeline.factory import (
     ALGORITHMS,
-    derived_settings_lines,
+    derived_settings,
+    derived_settings_text,
     make_env,
     make_model,
     make_training_env,
@@ -135,8 +137,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
 
     # 2. Envs and model (fresh, or the latest checkpoint with its replay buffer and statistics).
     eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations in step 4, the final one in step 5
-    if derived := derived_settings_lines(eval_env):
-        print(derived, flush=True)
+    if derived := derived_settings(eval_env):  # an arm's settings derived from its URDF: shown, and kept
+        print(derived_settings_text(cfg.env.urdf, derived), flush=True)
+        checkpoints.atomic_write_json(run_dir / "derived.json", derived)
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
     env = make_training_env(
         cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and latest is None, cfg.normalize_goals

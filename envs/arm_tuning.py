@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.robot import Robot
+from envs.session import check_urdf_xml, resolve_urdf
 
 SETTLE_TIME = 0.1  # s: the damped joint's time constant M_ii / damping
 CRUISE_SPEED = 2.0  # rad/s (m/s for a prismatic joint: PRISMATIC_SPEED): a full action's steady speed
@@ -59,9 +60,17 @@ def derive_arm_settings(robot: Robot, end_effector_links: list[int], timestep: f
     """The settings above for ``robot`` (fixed base, its actuated joints the reaching ones), the link indices of
     its end effectors and the physics step (s). Deterministic: the same URDF gives the same settings.
 
-    :raises ValueError: a joint that moves no mass (zero-mass links or no ``<inertial>``), named with the fix.
+    :raises ValueError: a moving link without ``<inertial>``, or a joint that moves no mass, named with the fix.
     """
     session, body = robot.session, robot.body
+    urdf = check_urdf_xml(resolve_urdf(robot.urdf))
+    for link in urdf.iter("link"):
+        name = link.get("name")
+        if link.find("inertial") is None and robot.moved_by_actuated_joints(robot.link_index(name)):
+            raise ValueError(
+                f"link '{name}' of {robot.urdf} has no <inertial>, so PyBullet would give it 1 kg and a unit inertia; "
+                'add <inertial> with its mass and inertia (<mass value="0"/> for a frame without a body).'
+            )
     columns = [robot.all_actuated.index(index) for index in robot.joint_indices]
     held = session.joint_positions(body, robot.all_actuated)  # the other movable joints keep their load pose
     lower, upper = sampling_limits(robot)

@@ -271,6 +271,10 @@ ENV_COST_KEYS = ("torque_cost", "balance_weight", "fall_penalty")
 
 def validate_config(cfg: Any) -> None:
     """Checks Hydra's types cannot express; raises ValueError naming the key and the fix."""
+    if missing := sorted(OmegaConf.missing_keys(cfg)):
+        raise ValueError(
+            f"{missing[0]} has no value and {cfg.env.id} needs one; give it on the command line, {missing[0]}=<value>."
+        )
     positive = {
         "total_timesteps": cfg.total_timesteps,
         "n_envs": cfg.n_envs,

@@ -92,18 +92,20 @@ def make_env(env_cfg: DictConfig, render_mode: str | None = None, **overrides: A
     return gym.make(env_cfg.id, max_episode_steps=env_cfg.max_episode_steps, render_mode=render_mode, **kwargs)
 
 
-def derived_settings_lines(env: gym.Env) -> str:
-    """The settings an env derived from its URDF (``ArmReachEnv.derived_settings``), one ``key=value`` line each
-    as the command line takes it, under a heading; empty for an env that derives nothing."""
-    derived = getattr(env.unwrapped, "derived_settings", dict)()
-    if not derived:
-        return ""
+def derived_settings(env: gym.Env) -> dict[str, Any]:
+    """The settings an env derived from its URDF (``ArmReachEnv.derived_settings``: ``env.<key>`` -> value); empty
+    for an env that derives nothing."""
+    return getattr(env.unwrapped, "derived_settings", dict)()
+
+
+def derived_settings_text(urdf: str, derived: dict[str, Any]) -> str:
+    """``derived`` as the lines ``train.py`` prints: a heading, then one ``key=value`` as the command line takes it."""
 
     def value(item: Any) -> str:
         return "[" + ",".join(map(str, item)) + "]" if isinstance(item, list) else str(item)
 
     lines = [f"  {key}={value(item)}" for key, item in derived.items()]
-    return "\n".join([f"derived from {env.unwrapped.robot.urdf} (each key overrides its value):", *lines])
+    return "\n".join([f"derived from {urdf} (each key overrides its value):", *lines])
 
 
 def make_training_env(
