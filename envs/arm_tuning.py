@@ -4,13 +4,15 @@
 
 - a **start pose**: among poses drawn from the middle of every joint's range, the one whose end effectors
   move most freely (the largest manipulability ``sqrt(det(J J^T))`` of their position Jacobian), with the end
-  effectors above the base, so that no episode starts stretched out, folded up or with axes aligned;
+  effectors above the base, so that no episode starts stretched out, folded up or with axes aligned; joints the
+  manipulability hardly depends on (a base's yaw) then go to the middle of their range;
 - **torque scales and damping** from the joint-space mass matrix ``M`` at that pose: joint i gets viscous
   damping ``M_ii / SETTLE_TIME`` (in place of the URDF's; less where the physics step needs it) and a full
   action of ``damping_i * speed_i``, so that every joint, heavy shoulder
   or light wrist, reaches its cruising speed ``speed_i`` within about the same ``SETTLE_TIME`` and settles there
   (a comparable acceleration per unit of action), capped by the URDF effort limit;
-- an **episode length** that leaves time for the slowest joint to cross half its range and settle;
+- an **episode length** that leaves time for the slowest joint to go from the start pose to its farther stop and
+  settle;
 - a **success threshold** of 2 cm, or a tenth of the reach for arms shorter than 20 cm.
 """
 
@@ -31,6 +33,7 @@ SUCCESS_THRESHOLD = 0.02  # m
 SMALL_ARM_REACH = 0.2  # m: shorter arms succeed within a tenth of their reach instead
 START_POSE_CANDIDATES = 256
 START_POSE_RANGE = 0.6  # the middle fraction of each joint's range that start poses are drawn from
+CENTRING_TOLERANCE = 0.95  # a joint goes to its range's middle if the manipulability keeps this fraction
 WIDEST_RANGE = 2.0 * math.pi  # rad: a wider revolute range (UR's +-2 pi) reaches no new pose
 STABLE_DAMPING = 0.5  # of the largest joint damping explicit integration keeps stable, 2 m_i / timestep
 MIN_JOINT_INERTIA = 1e-7  # kg m^2 (kg): below it a joint moves no mass and no torque scale exists
@@ -84,20 +87,34 @@ def derive_arm_settings(robot: Robot, end_effector_links: list[int], timestep: f
             full[column] = float(value)
         return full
 
-    best, best_score, reach = middle, -1.0, 0.0
-    candidates = middle + START_POSE_RANGE * half * rng.uniform(-1.0, 1.0, (START_POSE_CANDIDATES, robot.n_joints))
-    for q in [middle, *candidates]:
+    def manipulability(q: np.ndarray) -> float | None:
+        """``sqrt(det(J J^T))`` of the end effectors' position Jacobian at ``q``; None with a tip below the base."""
         robot.set_joint_positions(q)
         tips = np.array([robot.link_position(link) for link in end_effector_links])
+        nonlocal reach
         reach = max(reach, float(np.linalg.norm(tips - base, axis=1).max()))
         if np.any(tips[:, 2] < base[2]):  # a tip below the mounting surface: not a pose to start from
-            continue
+            return None
         jacobian = np.concatenate(
             [session.link_jacobian(body, link, all_positions(q))[:, columns] for link in end_effector_links]
         )
-        score = math.sqrt(max(np.linalg.det(jacobian @ jacobian.T), 0.0))
-        if score > best_score:
+        return math.sqrt(max(np.linalg.det(jacobian @ jacobian.T), 0.0))
+
+    best, best_score, reach = middle, -1.0, 0.0
+    candidates = middle + START_POSE_RANGE * half * rng.uniform(-1.0, 1.0, (START_POSE_CANDIDATES, robot.n_joints))
+    for q in [middle, *candidates]:
+        score = manipulability(q)
+        if score is not None and score > best_score:
             best, best_score = q, score
+    # Joints the manipulability hardly depends on (a base's yaw, a flange's roll) go to the middle of their range:
+    # from there every goal is at most half a range away (from a yaw drawn near one stop, the goals past the
+    # other stop were out of the episode's reach).
+    for joint in range(robot.n_joints):
+        centred = best.copy()
+        centred[joint] = middle[joint]
+        score = manipulability(centred)
+        if score is not None and score >= CENTRING_TOLERANCE * best_score:
+            best, best_score = centred, score
     robot.set_joint_positions(best)
 
     mass = session.mass_matrix(body, all_positions(best))[np.ix_(columns, columns)]  # held joints: locked
@@ -117,7 +134,7 @@ def derive_arm_settings(robot: Robot, end_effector_links: list[int], timestep: f
     damping = np.minimum(inertia / SETTLE_TIME, STABLE_DAMPING * coupled_inertia / timestep)
     torques = np.minimum(damping * speed, robot.torque_limits)
     damping = torques / speed  # a joint capped by its effort limit keeps its cruising speed, settling more slowly
-    travel = (upper - lower) / 2.0 / speed  # s: half of each joint's range at its cruising speed
+    travel = np.maximum(best - lower, upper - best) / speed  # s: from the start pose to the farther stop
     return ArmSettings(
         initial_joint_positions=best,
         action_scale=torques / robot.torque_limits,
