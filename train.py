@@ -15,7 +15,6 @@ change in pipeline/resume.py, and the command line's one-line errors in pipeline
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -84,8 +83,16 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        # One trainer per run directory: a second one (say, a resume= typed twice) is refused untouched.
-        with checkpoints.RunLock(run_dir):
+        # One trainer per run directory: a second one (say, a resume= typed twice) is refused untouched. A new
+        # run's lock was taken before Hydra wrote here (pipeline.cli.NewRunDirectory); the others take it now.
+        lock = checkpoints.RunLock.take(run_dir)
+    except checkpoints.RunInUse as error:
+        if multirun:
+            report_failed_job(error)
+            raise
+        exit_bad_input(str(error))
+    try:
+        with lock:
             return train(cfg, run_dir, multirun)
     except Interrupted as interrupted:
         print(interrupted_line(interrupted, run_dir), file=sys.stderr, flush=True)
@@ -97,12 +104,11 @@ def main(cfg: DictConfig) -> float:
             raise
         print(f"error: {error}, then continue with: python train.py resume={run_dir}", file=sys.stderr)
         sys.exit(1)
-    except (ValueError, FileNotFoundError, checkpoints.RunInUse) as error:
-        # Bad input found before training: say it in one line, leave no half-made run directory (but never
-        # remove a directory another process is training in).
-        in_use = isinstance(error, checkpoints.RunInUse)
-        if not in_use and not cfg.resume and not (run_dir / "checkpoints").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input found before training: say it in one line, and take back what this start wrote (a resumed
+        # run's directory keeps everything).
+        if not cfg.resume and not (run_dir / "checkpoints").exists():
+            lock.undo_start(run_dir)
         if multirun:
             # The launcher records the failure and runs the other jobs; the sweep exits non-zero at the end.
             report_failed_job(error)
