@@ -45,7 +45,7 @@ from pipeline.factory import (
 )
 from pipeline.interrupts import Interrupted, StopOnSignal
 from pipeline.launchers import job_torch_threads
-from pipeline.resume import RESUMABLE_ALGO_KEYS, check_resume_argument, resumed_config
+from pipeline.resume import RESUMABLE_ALGO_KEYS, check_resume_argument, grow_replay_buffer, resumed_config
 from pipeline.tracking import (
     STEP_METRIC,
     ContinuedCSVOutputFormat,
@@ -168,6 +168,10 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
                 ) from None
         changes = "".join(f", algo.{key}={value}" for key, value in changed.items())
         print(f"resumed from {latest} at step {model.num_timesteps}{changes}", flush=True)
+        capacity = model.replay_buffer.buffer_size * model.replay_buffer.n_envs
+        if grow_replay_buffer(model.replay_buffer, cfg.algo.buffer_size):  # an extended run keeps every transition
+            model.buffer_size = cfg.algo.buffer_size  # what the next checkpoints' zips record
+            print(f"replay buffer grown from {capacity} to {cfg.algo.buffer_size} transitions", flush=True)
     else:
         model = make_model(cfg, env)
     # The actor mean so far (a resume continues it), read before tracking starts: a corrupt one touches nothing.

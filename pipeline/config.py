@@ -118,7 +118,8 @@ class OffPolicyConfig:
     tau: float = 0.05
     batch_size: int = 256
     # Transitions kept; the run's own length by default: nothing is dropped, and a checkpoint's replay
-    # buffer (SB3 pickles its whole capacity) is no larger than the run.
+    # buffer (SB3 pickles its whole capacity) is no larger than the run. A resume with a larger total_timesteps
+    # grows the checkpoint's buffer to it, every stored transition kept (pipeline/resume.py grow_replay_buffer).
     buffer_size: int = "${total_timesteps}"  # type: ignore[assignment]  (an OmegaConf interpolation)
     learning_starts: int = 1000
     train_freq: int = 1  # env steps (per env) between updates

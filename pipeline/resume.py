@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from stable_baselines3.common.buffers import ReplayBuffer
 
 from pipeline import checkpoints
 from pipeline.config import ALGO_SCHEMAS, TrainConfig
@@ -117,6 +119,49 @@ def resumed_config(resume: str, overrides: Sequence[str]) -> tuple[DictConfig, d
         raise ResumeRefused(fixed)
     merged.resume = resume
     return merged, {key.removeprefix("algo."): value for key, value in changed.items() if key.startswith("algo.")}
+
+
+# A replay buffer's arrays with one row per stored step (ReplayBuffer, DictReplayBuffer: a dict of arrays per
+# observation key; HerReplayBuffer: its infos and the start and length of each step's episode).
+BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts", "infos")
+HER_EPISODE_ARRAYS = ("ep_start", "ep_length")
+
+
+def grow_replay_buffer(buffer: ReplayBuffer, size: int) -> bool:
+    """Give ``buffer`` room for ``size`` transitions (over all its envs), keeping every stored one.
+
+    A resume that extends the run (a larger ``total_timesteps``, which ``algo.buffer_size`` follows by default)
+    would otherwise go on with the checkpoint's capacity and overwrite its oldest transitions. SB3 stores them in
+    a ring of ``buffer_size`` rows (one column per env) written at ``pos``: a full ring is unrolled oldest first,
+    so the new rows follow the newest, and HER's episode starts, which are row indices, move with their rows.
+
+    :param size: transitions in all, as ``algo.buffer_size``; no larger than the buffer's capacity: unchanged.
+    :return: whether the buffer grew.
+    """
+    rows, old = max(size // buffer.n_envs, 1), buffer.buffer_size
+    if rows <= old:
+        return False
+    order = np.roll(np.arange(old), -buffer.pos) if buffer.full else np.arange(old)  # stored rows, oldest first
+
+    def grown(array: np.ndarray) -> np.ndarray:
+        new = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+        new[:old] = array[order]
+        return new
+
+    for name in (*BUFFER_ARRAYS, *HER_EPISODE_ARRAYS):
+        value = getattr(buffer, name, None)
+        if isinstance(value, dict):
+            setattr(buffer, name, {key: grown(array) for key, array in value.items()})
+        elif value is not None:
+            setattr(buffer, name, grown(value))
+    if buffer.full and hasattr(buffer, "ep_start"):
+        # Row r of the ring is row (r - pos) % old now; an episode not yet begun (it starts at pos, the next row
+        # written) starts at the first new row.
+        buffer.ep_start[:old] = (buffer.ep_start[:old] - buffer.pos) % old
+        current = buffer._current_ep_start
+        buffer._current_ep_start = np.where(current == buffer.pos, old, (current - buffer.pos) % old)
+    buffer.pos, buffer.full, buffer.buffer_size = old if buffer.full else buffer.pos, False, rows
+    return True
 
 
 def task_overrides(argv: Sequence[str]) -> list[str]:

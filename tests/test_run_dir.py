@@ -7,11 +7,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from stable_baselines3 import HerReplayBuffer
+from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
 
 from pipeline import checkpoints
-from tests.conftest import TINY, error_lines, read_json, run_train, run_train_many
-from tests.test_reliability import KILL_RUN, Training, overridden, run_dir_snapshot
+from pipeline.config import compose_train_config
+from pipeline.factory import make_model, make_training_env
+from pipeline.resume import grow_replay_buffer
+from tests.conftest import TINY, check_ok, error_lines, read_json, run_train, run_train_many
+from tests.test_reliability import KILL_RUN, TINY_IN_PROCESS, Training, overridden, run_dir_snapshot
 
 # --- a new run never lands in a directory that holds another run -----------------------------------------
 
@@ -113,3 +119,77 @@ def test_a_new_run_refuses_a_live_runs_directory_untouched(tmp_path: Path) -> No
     assert first.finish() == 0, "\n".join(first.lines)
     assert read_json(run_dir / "metrics.json")["num_timesteps"] == 1500
     assert "success_threshold: 2.0" not in (run_dir / ".hydra" / "config.yaml").read_text()
+
+
+# --- a resume that extends the run keeps every transition -------------------------------------------------
+
+
+def episode_chains_hold(buffer: HerReplayBuffer) -> int:
+    """Every sampleable row's episode, per env, is a chain of steps (each next observation is the following
+    row's observation), read through HER's ``ep_start`` and ``ep_length`` as its sampling does; returns the
+    number of sampleable rows."""
+    rows, size = np.nonzero(buffer.ep_length > 0), buffer.buffer_size
+    for row, env in zip(*rows, strict=True):
+        start, length = buffer.ep_start[row, env], buffer.ep_length[row, env]
+        assert (row - start) % size < length  # the row is inside its episode
+        steps = (start + np.arange(length)) % size
+        for key in buffer.observations:
+            np.testing.assert_array_equal(
+                buffer.next_observations[key][steps[:-1], env], buffer.observations[key][steps[1:], env]
+            )
+    return len(rows[0])
+
+
+def test_grown_her_buffer_keeps_every_transition_and_episode() -> None:
+    """A wrapped HER ring (2 envs, 30 rows each, 50 rows written: the oldest 20 overwritten) grown to 200
+    transitions: the 60 stored transitions in order, oldest first, then room for 140 more; every episode still
+    a chain of steps where HER looks for it; 100 more steps overwrite none of the old ones, and every old
+    episode HER could sample it still can."""
+    # Episodes of 15 steps: the ring (steps 20-49 of each env) holds the cut-off end of one, a whole one and the
+    # first steps of one under way.
+    cfg = compose_train_config([*TINY_IN_PROCESS, "algo.buffer_size=60", "n_envs=2", "env.max_episode_steps=15"])
+    model = make_model(cfg, make_training_env(cfg.env, 2, 0))
+    model.learn(100)
+    buffer = model.replay_buffer
+    assert buffer.full and buffer.pos == 20 and episode_chains_hold(buffer) > 0
+    order = np.roll(np.arange(30), -buffer.pos)
+    stored = {key: values[order].copy() for key, values in buffer.next_observations.items()}
+    actions, sampleable = buffer.actions[order].copy(), buffer.ep_length[order] > 0
+
+    assert grow_replay_buffer(buffer, 200) and not grow_replay_buffer(buffer, 200)
+    assert (buffer.buffer_size, buffer.pos, buffer.full, buffer.size()) == (100, 30, False, 30)  # rows per env
+    episode_chains_hold(buffer)
+    model.learn(100, reset_num_timesteps=False)  # the episodes under way go on in the new rows
+    assert buffer.pos == 80 and not buffer.full
+    np.testing.assert_array_equal(buffer.actions[:30], actions)
+    for key, values in stored.items():
+        np.testing.assert_array_equal(buffer.next_observations[key][:30], values)
+    assert (buffer.ep_length[:30] > 0)[sampleable].all()  # no old episode dropped from sampling
+    assert episode_chains_hold(buffer) > sampleable.sum()
+    buffer.sample(64)
+
+
+def test_resume_with_a_larger_budget_keeps_every_transition(tmp_path: Path) -> None:
+    """``resume=<run> total_timesteps=400`` of a 200-step run whose replay buffer is the run's own length (the
+    default): the buffer grows to 400 and is said to, the 400-step checkpoint holds all 400 transitions, its
+    first 200 exactly the 200-step checkpoint's, HER's episode bookkeeping with them."""
+    run_dir = tmp_path / "run"
+    run = overridden([o for o in TINY if not o.startswith("algo.buffer_size")], "eval.freq=0", "wandb.video_episodes=0")
+    check_ok(run_train(tmp_path, *run, f"hydra.run.dir={run_dir}"))
+    first = load_from_pkl(run_dir / "checkpoints" / "step_000000000200" / checkpoints.REPLAY_FILE)
+    assert (first.buffer_size, first.size()) == (200, 200)  # full: a longer run would overwrite from here
+
+    resumed = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=400")
+    check_ok(resumed)
+    assert "replay buffer grown from 200 to 400 transitions" in resumed.stdout.splitlines()
+    last_checkpoint = run_dir / "checkpoints" / "step_000000000400"
+    last = load_from_pkl(last_checkpoint / checkpoints.REPLAY_FILE)
+    assert (last.buffer_size, last.size()) == (400, 400)
+    assert load_from_zip_file(last_checkpoint / checkpoints.MODEL_FILE)[0]["buffer_size"] == 400
+    for name in ("observations", "next_observations"):
+        for key, values in getattr(first, name).items():
+            np.testing.assert_array_equal(getattr(last, name)[key][:200], values)
+    for name in ("actions", "rewards", "ep_start", "ep_length"):
+        np.testing.assert_array_equal(getattr(last, name)[:200], getattr(first, name))
+    assert episode_chains_hold(last) == 400
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 400
