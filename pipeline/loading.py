@@ -26,7 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline import checkpoints
-from pipeline.config import MODELS
+from pipeline.config import MODELS, validate_env_config
 from pipeline.export import lean_policy
 from pipeline.factory import ALGORITHMS, env_kwargs
 from pipeline.lean import LeanPolicy, Normalization
@@ -41,7 +41,7 @@ def run_config(run_dir: Path, env_overrides: DictConfig | None = None) -> DictCo
     """A training run's saved config (``.hydra/config.yaml``) with ``env_overrides`` merged into its ``env``.
 
     :raises FileNotFoundError: ``run_dir`` is missing or is not a training run's directory.
-    :raises ValueError: an override names a key the run's env does not have.
+    :raises ValueError: an override names a key the run's env does not have, or gives it a value the env fails on.
     """
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not Path(run_dir).is_dir():
@@ -59,6 +59,7 @@ def run_config(run_dir: Path, env_overrides: DictConfig | None = None) -> DictCo
         raise ValueError(f"env.{unknown[0]} is not a key of {cfg.env.id}'s config; choose from {sorted(cfg.env)}.")
     if env_overrides:
         cfg.env = OmegaConf.merge(cfg.env, env_overrides)
+        validate_env_config(cfg.env)
     return cfg
 
 

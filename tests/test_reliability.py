@@ -610,13 +610,51 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         ["corrupt actor average", "actor_average.pt", "delete that checkpoint directory"],
         False,
     ),
+    # Issue 34: values that trained, or started to, and then crashed (the final evaluation, HER's first update).
+    "negative goal seed": (["eval.goal_seed=-1"], None, ["eval.goal_seed must be >= 0", "got -1"], False),
+    "negative episode limit": (["env.max_episode_steps=-5"], None, ["env.max_episode_steps must be > 0", "-5"], False),
+    "empty end-effector list": (["env.end_effector=[]"], None, ["env.end_effector is empty", "name the link"], False),
+    "unknown device": (["device=gpu0"], None, ["unknown device 'gpu0'", "device=cpu"], False),
+    "updates before HER's first episode": (
+        ["algo.learning_starts=10"],
+        None,
+        ["algo.learning_starts=10 starts the updates before the first episodes end", "algo.learning_starts=50 or more"],
+        False,
+    ),
+    "evaluating with a zero timestep": (
+        ["run={case}/old_run", "env.timestep=0", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.timestep must be > 0, got 0"],
+        False,
+    ),
+    "evaluating with a NaN cost": (
+        ["run={case}/old_run", "env.torque_cost=nan", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.torque_cost must be a finite cost >= 0, got nan"],
+        False,
+    ),
+    "evaluating with an empty end-effector list": (
+        ["run={case}/old_run", "env.end_effector=[]", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.end_effector is empty"],
+        False,
+    ),
+    "evaluating with a negative episode limit": (
+        ["run={case}/old_run", "env.max_episode_steps=-1", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.max_episode_steps must be > 0"],
+        False,
+    ),
+    "evaluating with a negative goal seed": (
+        ["run={case}/old_run", "goal_seed=-1", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["goal_seed must be >= 0"],
+        False,
+    ),
 }
 
 
-EVALUATE_CASES = {
-    "evaluating a checkpoint on an env with other spaces",
-    "evaluating with another env preset",
-}  # evaluate.py, not train.py
+EVALUATE_CASES = {name for name in BAD_INPUTS if name.startswith("evaluating ")}  # evaluate.py, not train.py
 
 
 def bookkeeping_file(path: Path) -> bool:

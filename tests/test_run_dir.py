@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from stable_baselines3 import HerReplayBuffer
@@ -193,3 +194,16 @@ def test_resume_with_a_larger_budget_keeps_every_transition(tmp_path: Path) -> N
         np.testing.assert_array_equal(getattr(last, name)[:200], getattr(first, name))
     assert episode_chains_hold(last) == 400
     assert read_json(run_dir / "metrics.json")["num_timesteps"] == 400
+
+
+# --- values that crashed after the training budget was spent -------------------------------------------------
+
+
+def test_a_long_env_step_trains_and_records_its_video(tmp_path: Path) -> None:
+    """``env.timestep=1.0`` (10 s per env step, under 1 frame per second of video): the run finishes and its
+    video is readable, at 1 frame per second."""
+    run_dir = tmp_path / "run"
+    check_ok(run_train(tmp_path, *TINY, "env.timestep=1.0", f"hydra.run.dir={run_dir}"))
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 200
+    assert iio.improps(run_dir / "video.mp4").n_images > 0
+    assert iio.immeta(run_dir / "video.mp4")["fps"] == 1
