@@ -142,6 +142,9 @@ def save_checkpoint(
     except (OSError, RuntimeError) as error:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint helps nobody and holds the space
         raise DiskWriteError(final, error) from error
+    except BaseException:  # a signal that forces the exit (pipeline/interrupts.py): the newest complete one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # same step saved again (e.g. a resume that did not advance)
         remove_checkpoint(final)
     os.replace(tmp, final)

@@ -259,10 +259,11 @@ def test_second_trainer_of_a_run_is_refused(tiny_run: Path, tmp_path: Path) -> N
     assert len(offline_run_dirs(run_dir)) == 2  # the original run and the first resume: no third segment
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_saves_a_checkpoint_at_the_current_step(tmp_path: Path, signum: signal.Signals) -> None:
-    """SIGTERM (SLURM's preemption) or SIGINT (Ctrl-C) mid-run: a complete checkpoint at the step of the
-    signal, the wandb history up to it, one line saying how to go on, exit 128 + signal; resume= finishes."""
+    """SIGTERM (SLURM's preemption), SIGINT (Ctrl-C) or SIGHUP (the terminal closed) mid-run: a line saying a
+    checkpoint is being saved, then a complete checkpoint at the step of the signal, the wandb history up to it,
+    one line saying how to go on, exit 128 + signal; resume= finishes."""
     run_dir = tmp_path / "run"
     env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
     run = [*overridden(KILL_RUN, "total_timesteps=200"), "log_interval=1"]  # a [step N] line per episode
@@ -279,6 +280,9 @@ def test_signal_saves_a_checkpoint_at_the_current_step(tmp_path: Path, signum: s
     with contextlib.suppress(ProcessLookupError):
         os.killpg(training.process.pid, signal.SIGKILL)  # what may be left of the wandb service
     assert not any("Traceback" in line for line in training.lines)
+    assert (
+        f"{signum.name}: stopping training at this step and saving a checkpoint there (a few seconds)" in training.lines
+    )
     stops = [line for line in training.lines if line.startswith("interrupted")]
     steps = check_checkpoints_on_disk(run_dir, env)
     assert steps[-1] >= logged_step() > KILL_FREQ  # at the signal, past the periodic checkpoint before it

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +19,18 @@ from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
 
 from pipeline import checkpoints
 from pipeline.config import compose_train_config
-from pipeline.factory import make_model, make_training_env
+from pipeline.factory import make_env, make_model, make_training_env
 from pipeline.resume import grow_replay_buffer
 from tests.conftest import TINY, check_ok, error_lines, read_json, run_train, run_train_many
-from tests.test_reliability import KILL_RUN, TINY_IN_PROCESS, Training, overridden, run_dir_snapshot
+from tests.test_reliability import (
+    KILL_FREQ,
+    KILL_RUN,
+    TINY_IN_PROCESS,
+    Training,
+    check_checkpoints_on_disk,
+    overridden,
+    run_dir_snapshot,
+)
 
 # --- a new run never lands in a directory that holds another run -----------------------------------------
 
@@ -207,3 +219,60 @@ def test_a_long_env_step_trains_and_records_its_video(tmp_path: Path) -> None:
     assert read_json(run_dir / "metrics.json")["num_timesteps"] == 200
     assert iio.improps(run_dir / "video.mp4").n_images > 0
     assert iio.immeta(run_dir / "video.mp4")["fps"] == 1
+
+
+# --- signals at any moment ------------------------------------------------------------------------------------
+
+
+def logged_step(lines: list[str]) -> int:
+    """The last step of the ``[step N] ...`` log lines so far (0 before the first)."""
+    return max((int(line.split("]")[0].split()[1]) for line in lines if line.startswith("[step ")), default=0)
+
+
+@pytest.mark.parametrize("count", [2, 3], ids=["twice", "three times"])
+def test_repeated_ctrl_c_keeps_the_checkpoints_whole(tmp_path: Path, count: int) -> None:
+    """Ctrl-C, then again 50 ms after the first one's line (``stopping training ... saving a checkpoint``):
+    twice, the second is ignored with a line and the stop's checkpoint is saved; three times, the third stops at
+    once. Either way exit 130 (or death by SIGINT, which a shell reports as 130), one ``interrupted`` line naming the newest complete checkpoint, every
+    ``step_*`` on disk complete, no temporary left, and ``resume=`` finishes the run."""
+    run_dir = tmp_path / "run"
+    env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
+    # A replay buffer of 200k transitions (SB3 pickles its whole capacity, about 35 MB) makes each save last long
+    # enough for the next signal to come while it is under way.
+    run = [*overridden(KILL_RUN, "total_timesteps=600", "algo.buffer_size=200000"), "log_interval=1"]
+    training = Training(tmp_path, *run, f"hydra.run.dir={run_dir}")
+    training.wait_for(lambda: logged_step(training.lines) > KILL_FREQ)  # past the first periodic checkpoint
+    pid = training.process.pid
+    os.kill(pid, signal.SIGINT)
+    for said in ("SIGINT: stopping training", "SIGINT again: still saving")[: count - 1]:
+        # The next signal once the last one was handled: two signals pending at once would count as one.
+        deadline = time.monotonic() + 60
+        while not any(line.startswith(said) for line in training.lines) and training.process.poll() is None:
+            assert time.monotonic() < deadline, "\n".join(training.lines[-20:])
+            time.sleep(0.001)
+        time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):  # the stop may be over already (three times)
+            os.kill(pid, signal.SIGINT)
+    # A signal once the exit is under way ends the process by that signal (Python's finalisation restores the
+    # default handlers), which a shell reports as 130 too.
+    assert training.finish() in (130, -signal.SIGINT), "\n".join(training.lines)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # what may be left of the wandb service
+    assert not any("Traceback" in line for line in training.lines)
+    assert any(line.startswith("SIGINT again: still saving the checkpoint") for line in training.lines)
+    steps = check_checkpoints_on_disk(run_dir, env)
+    newest = steps[-1]
+    (stop,) = [line for line in training.lines if line.startswith("interrupted")]
+    assert stop in (
+        f"interrupted at step {newest} (SIGINT): checkpoint saved; continue with: python train.py resume={run_dir}",
+        f"interrupted (SIGINT); the newest checkpoint is at step {newest}; continue with: python train.py "
+        f"resume={run_dir}",
+    )
+    if count == 2:  # the stop's own checkpoint, at the signal
+        assert stop.startswith(f"interrupted at step {newest} ") and newest >= logged_step(training.lines)
+    assert not [p for p in run_dir.rglob(".tmp-*")]
+    resumed = Training(tmp_path, *run, f"resume={run_dir}")
+    assert resumed.finish() == 0, "\n".join(resumed.lines)
+    assert resumed.resumed_at() == f"resumed from {run_dir / 'checkpoints' / f'step_{newest:012d}'} at step {newest}"
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 600
+    env.close()
