@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from pipeline import checkpoints
 from pipeline.config import compose_train_config
 from pipeline.factory import make_env, make_model, make_training_env
 from pipeline.resume import grow_replay_buffer
-from tests.conftest import TINY, check_ok, error_lines, read_json, run_train, run_train_many
+from tests.conftest import TINY, check_ok, error_lines, read_json, run_evaluate, run_train, run_train_many
 from tests.test_reliability import (
     KILL_FREQ,
     KILL_RUN,
@@ -276,3 +277,35 @@ def test_repeated_ctrl_c_keeps_the_checkpoints_whole(tmp_path: Path, count: int)
     assert resumed.resumed_at() == f"resumed from {run_dir / 'checkpoints' / f'step_{newest:012d}'} at step {newest}"
     assert read_json(run_dir / "metrics.json")["num_timesteps"] == 600
     env.close()
+
+
+# --- evaluate.py sweep= with jobs that failed -----------------------------------------------------------------
+
+
+def test_sweep_evaluation_ranks_the_usable_jobs_and_lists_the_others(
+    joblib_sweep: tuple[Path, Any], tmp_path: Path
+) -> None:
+    """A sweep of a finished job (0), one stopped before its final models (1: checkpoints only), one that left a
+    directory but no model (2) and one that failed at start (``failed_jobs.txt``): ``model=best`` ranks job 0,
+    ``model=latest`` jobs 0 and 1; the others are listed under ``not ranked`` with the reason."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(joblib_sweep[0], sweep, symlinks=True)
+    for name in ("best_model.zip", "final_model.zip", "metrics.json"):
+        (sweep / "1" / name).unlink()
+    shutil.copytree(sweep / "1", sweep / "2", symlinks=True)
+    shutil.rmtree(sweep / "2" / "checkpoints")
+    failed = "job #3 (algo.gamma=1.5) failed: algo.gamma and algo.tau must be in (0, 1], got 1.5 and 0.05."
+    (sweep / "failed_jobs.txt").write_text(failed + "\n")
+    expected = {  # model=: (the jobs ranked, {job not ranked: its reason})
+        "best": (["0"], {job: f"{sweep / job / 'best_model.zip'} does not exist" for job in ("1", "2")}),
+        "latest": (["0", "1"], {"2": f"no complete checkpoint in {sweep / '2' / 'checkpoints'}"}),
+    }
+    for model, (ranked, reasons) in expected.items():
+        result = run_evaluate(tmp_path, f"sweep={sweep}", f"model={model}", "n_episodes=2", "wandb.mode=disabled")
+        check_ok(result)
+        with open(sweep / "eval_policy_ranking.csv") as handle:
+            assert sorted(row["job"] for row in csv.DictReader(handle)) == ranked
+        listed = result.stdout.split(f"not ranked ({len(reasons) + 1}):\n")[1].splitlines()
+        for line, (job, reason) in zip(listed, reasons.items(), strict=False):
+            assert line.startswith(f"  {job}: ") and reason in line, line
+        assert listed[len(reasons)] == f"  {failed}"
