@@ -259,8 +259,12 @@ def comparison_table(
         if name in reports:
             merged[name] = reports[name]
         elif path.is_file():
-            report = checkpoints.read_json(path)
-            if report["goal_seed"] == goal_seed and report["n_episodes"] == n_episodes:
+            try:
+                report = checkpoints.read_json(path)
+            except ValueError as error:  # an old, damaged evaluation must not cost this one its files
+                print(f"warning: {error} Left out of the table.", file=sys.stderr)
+                continue
+            if report.get("goal_seed") == goal_seed and report.get("n_episodes") == n_episodes:
                 merged[name] = report
     metrics = [key for key, _, _ in TABLE if any(key in r for r in merged.values())]
     # With several end effectors: each one's success alone, after the success rate (TABLE's first row).
@@ -391,7 +395,8 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
     if not jobs:
         raise FileNotFoundError(f"no job of sweep={sweep_dir} could be evaluated: {'; '.join(unranked)}")
     configs = [
-        flatten(OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=True)) for job in jobs
+        flatten(OmegaConf.to_container(checkpoints.read_yaml(job / ".hydra" / "config.yaml"), resolve=True))
+        for job in jobs
     ]
     keys = sorted({k for c in configs for k in c if len({json.dumps(x.get(k)) for x in configs}) > 1})
     ranked = sorted(zip(jobs, configs, summaries), key=lambda j: (-j[2]["success_rate"], j[2]["final_distance_mean"]))

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
+from omegaconf import OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline.averaging import ActorAverage
 
@@ -340,13 +341,15 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file (a run's ``.hydra/`` config) as an OmegaConf node; a corrupt one is a ValueError that names it."""
+    try:
+        return OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid YAML ({type(error).__name__}); restore it (Hydra wrote it when the run started)."
+        ) from None
+
+
 def read_state(checkpoint: Path) -> dict[str, Any]:
     return read_json(Path(checkpoint) / STATE_FILE)
-
-
-def load_vec_normalize(path: Path, venv: Any) -> VecNormalize | None:
-    """``VecNormalize`` statistics from a file, or from a checkpoint directory; None if there are none."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / VECNORMALIZE_FILE
-    return VecNormalize.load(str(path), venv) if path.exists() else None

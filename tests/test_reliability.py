@@ -522,11 +522,17 @@ def prepare_resume(tiny_run: Path, case_dir: Path, damage: str) -> Path:
         for checkpoint in found:
             model = checkpoint / checkpoints.MODEL_FILE
             model.write_bytes(model.read_bytes()[:1000])
-    elif damage == "corrupt replay buffer":
-        replay = found[-1] / checkpoints.REPLAY_FILE
-        replay.write_bytes(replay.read_bytes()[:5000])
-    elif damage == "corrupt actor average":
-        (found[-1] / checkpoints.AVERAGE_FILE).write_bytes(b"not a torch file")
+    elif damage == "corrupt replay buffers":
+        for checkpoint in found:
+            replay = checkpoint / checkpoints.REPLAY_FILE
+            replay.write_bytes(replay.read_bytes()[:5000])
+    elif damage == "corrupt actor averages":
+        for checkpoint in found:
+            (checkpoint / checkpoints.AVERAGE_FILE).write_bytes(b"not a torch file")
+    elif damage == "corrupt statistics":  # beside best_model.zip, where evaluate.py looks first
+        (run_dir / f"best_model_{checkpoints.VECNORMALIZE_FILE}").write_bytes(b"\x80\x04not a pickle")
+    elif damage == "corrupt config":
+        (run_dir / ".hydra" / "config.yaml").write_bytes(b"env: [unclosed\n\xff")
     return run_dir
 
 
@@ -602,16 +608,35 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         ["env= is not one of its keys", "env.<key>=<value>"],
         False,
     ),
-    "resume of a corrupt replay buffer": (
+    # Issue 34: a corrupt file of every checkpoint (one of the newest alone: resume falls back, test_run_dir.py).
+    "resume of corrupt replay buffers": (
         ["resume={case}/old_run"],
-        "corrupt replay buffer",
-        ["corrupt replay buffer in", "delete that directory"],
+        "corrupt replay buffers",
+        ["no complete checkpoint in", "step_000000000100/replay_buffer.pkl is corrupt (", "start a new run"],
         False,
     ),
-    "resume of a corrupt actor average": (
+    "resume of corrupt actor averages": (
         ["resume={case}/old_run", "algo.actor_average_start=0.5"],
-        "corrupt actor average",
-        ["corrupt actor average", "actor_average.pt", "delete that checkpoint directory"],
+        "corrupt actor averages",
+        ["no complete checkpoint in", "step_000000000100/actor_average.pt is corrupt ("],
+        False,
+    ),
+    "resume of a run with a corrupt config": (
+        ["resume={case}/old_run"],
+        "corrupt config",
+        ["old_run/.hydra/config.yaml is not valid YAML", "restore it"],
+        False,
+    ),
+    "evaluating a run with a corrupt config": (
+        ["run={case}/old_run", "wandb.mode=disabled"],
+        "corrupt config",
+        ["old_run/.hydra/config.yaml is not valid YAML", "restore it"],
+        False,
+    ),
+    "evaluating a model with corrupt statistics": (
+        ["run={case}/old_run", "n_episodes=1", "wandb.mode=disabled"],
+        "corrupt statistics",
+        ["best_model_vecnormalize.pkl (the model's observation statistics) is corrupt", "model=latest"],
         False,
     ),
     # Issue 34: values that trained, or started to, and then crashed (the final evaluation, HER's first update).

@@ -309,3 +309,33 @@ def test_sweep_evaluation_ranks_the_usable_jobs_and_lists_the_others(
         for line, (job, reason) in zip(listed, reasons.items(), strict=False):
             assert line.startswith(f"  {job}: ") and reason in line, line
         assert listed[len(reasons)] == f"  {failed}"
+
+
+# --- corrupt files ----------------------------------------------------------------------------------------
+
+
+# damaged file of the newest checkpoint (step 200): the warning naming it
+CORRUPTIONS = {
+    "replay buffer": (checkpoints.REPLAY_FILE, "{checkpoint}/replay_buffer.pkl is corrupt ("),
+    "model": (checkpoints.MODEL_FILE, "{checkpoint} is incomplete (its state.json or model zip is unreadable)"),
+    "state": (checkpoints.STATE_FILE, "{checkpoint} is incomplete (its state.json or model zip is unreadable)"),
+}
+
+
+@pytest.mark.parametrize("damaged", list(CORRUPTIONS))
+def test_resume_falls_back_past_a_corrupt_checkpoint(tiny_run: Path, tmp_path: Path, damaged: str) -> None:
+    """The newest checkpoint with a cut-off file (a disk error, a copy cut short): ``resume=`` says so in one
+    ``warning:`` line naming the file, resumes from the checkpoint before it (step 100) and finishes the run."""
+    name, warning = CORRUPTIONS[damaged]
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, symlinks=True)
+    newest, previous = run_dir / "checkpoints" / "step_000000000200", run_dir / "checkpoints" / "step_000000000100"
+    data = (newest / name).read_bytes()
+    (newest / name).write_bytes(data[: len(data) // 2])
+    result = run_train(tmp_path, f"resume={run_dir}", "total_timesteps=300")
+    check_ok(result)
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert line.startswith("warning: " + warning.format(checkpoint=newest)), line
+    assert line.endswith("; resuming from the checkpoint before it.")
+    assert f"resumed from {previous} at step 100" in result.stdout.splitlines()
+    assert read_json(run_dir / "metrics.json")["num_timesteps"] == 300
