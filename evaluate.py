@@ -259,8 +259,12 @@ def comparison_table(
         if name in reports:
             merged[name] = reports[name]
         elif path.is_file():
-            report = checkpoints.read_json(path)
-            if report["goal_seed"] == goal_seed and report["n_episodes"] == n_episodes:
+            try:
+                report = checkpoints.read_json(path)
+            except ValueError as error:  # an old, damaged evaluation must not cost this one its files
+                print(f"warning: {error} Left out of the table.", file=sys.stderr)
+                continue
+            if report.get("goal_seed") == goal_seed and report.get("n_episodes") == n_episodes:
                 merged[name] = report
     metrics = [key for key, _, _ in TABLE if any(key in r for r in merged.values())]
     # With several end effectors: each one's success alone, after the success rate (TABLE's first row).
@@ -368,20 +372,33 @@ def log_to_wandb(
 
 
 def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
-    """Evaluate every job of a multirun and rank them; writes <sweep>/eval_<controller>_ranking.csv (one row per
-    job) and eval_<controller>_configurations.csv (one row per configuration, its seeds pooled)."""
+    """Evaluate every job of a multirun that has a usable model and rank them; list the others with the reason.
+    Writes <sweep>/eval_<controller>_ranking.csv (one row per ranked job) and eval_<controller>_configurations.csv
+    (one row per configuration, its seeds pooled)."""
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep={sweep_dir} does not exist; pass a multirun directory (hydra.sweep.dir).")
-    jobs = sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file())
-    if not jobs:
+    found = sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file())
+    if not found:
         raise FileNotFoundError(
             f"sweep={sweep_dir} has no job directories with .hydra/config.yaml; pass a multirun directory."
         )
+    # A job that failed or was stopped before writing the model asked for is listed, not a reason to rank none.
+    jobs, summaries, unranked = [], [], []
+    for job in found:
+        try:
+            summaries.append(evaluate_run(cfg, job)[cfg.controller])
+            jobs.append(job)
+        except (ValueError, OSError) as error:
+            unranked.append(f"{job.name}: {error}")
+    failed_jobs = sweep_dir / "failed_jobs.txt"  # train.py's record of the jobs that failed and left no directory
+    unranked += failed_jobs.read_text().splitlines() if failed_jobs.is_file() else []
+    if not jobs:
+        raise FileNotFoundError(f"no job of sweep={sweep_dir} could be evaluated: {'; '.join(unranked)}")
     configs = [
-        flatten(OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=True)) for job in jobs
+        flatten(OmegaConf.to_container(checkpoints.read_yaml(job / ".hydra" / "config.yaml"), resolve=True))
+        for job in jobs
     ]
     keys = sorted({k for c in configs for k in c if len({json.dumps(x.get(k)) for x in configs}) > 1})
-    summaries = [evaluate_run(cfg, job)[cfg.controller] for job in jobs]
     ranked = sorted(zip(jobs, configs, summaries), key=lambda j: (-j[2]["success_rate"], j[2]["final_distance_mean"]))
     metrics = ["success_rate", "final_distance_median", "final_distance_mean", "fall_rate", "episode_return_mean"]
     rows = [
@@ -400,6 +417,8 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
     write_csv(path, [headers, *rows])
     print(f"\nsuccess rate per configuration over its seeds (mean, spread, 95 % bootstrap interval), also in {path}:")
     print(format_table(headers, rows))
+    if unranked:
+        print(f"\nnot ranked ({len(unranked)}):\n" + "\n".join(f"  {line}" for line in unranked))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -15,7 +15,6 @@ change in pipeline/resume.py, and the command line's one-line errors in pipeline
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -36,17 +35,15 @@ from pipeline.cli import exit_bad_input, interrupted_line, report_failed_job, ru
 from pipeline.config import CONF_DIR, register_configs, validate_config
 from pipeline.evaluation import episode_rows, evaluate, policy_controller, record_episodes, summarise
 from pipeline.factory import (
-    ALGORITHMS,
     derived_settings,
     derived_settings_text,
     make_env,
     make_model,
     make_training_env,
-    sb3_algo_kwargs,
 )
 from pipeline.interrupts import Interrupted, StopOnSignal
 from pipeline.launchers import job_torch_threads
-from pipeline.resume import RESUMABLE_ALGO_KEYS, check_resume_argument, resumed_config
+from pipeline.resume import check_resume_argument, grow_replay_buffer, load_newest_checkpoint, resumed_config
 from pipeline.tracking import (
     STEP_METRIC,
     ContinuedCSVOutputFormat,
@@ -84,8 +81,16 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        # One trainer per run directory: a second one (say, a resume= typed twice) is refused untouched.
-        with checkpoints.RunLock(run_dir):
+        # One trainer per run directory: a second one (say, a resume= typed twice) is refused untouched. A new
+        # run's lock was taken before Hydra wrote here (pipeline.cli.NewRunDirectory); the others take it now.
+        lock = checkpoints.RunLock.take(run_dir)
+    except checkpoints.RunInUse as error:
+        if multirun:
+            report_failed_job(error)
+            raise
+        exit_bad_input(str(error))
+    try:
+        with lock:
             return train(cfg, run_dir, multirun)
     except Interrupted as interrupted:
         print(interrupted_line(interrupted, run_dir), file=sys.stderr, flush=True)
@@ -97,12 +102,11 @@ def main(cfg: DictConfig) -> float:
             raise
         print(f"error: {error}, then continue with: python train.py resume={run_dir}", file=sys.stderr)
         sys.exit(1)
-    except (ValueError, FileNotFoundError, checkpoints.RunInUse) as error:
-        # Bad input found before training: say it in one line, leave no half-made run directory (but never
-        # remove a directory another process is training in).
-        in_use = isinstance(error, checkpoints.RunInUse)
-        if not in_use and not cfg.resume and not (run_dir / "checkpoints").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input found before training: say it in one line, and take back what this start wrote (a resumed
+        # run's directory keeps everything).
+        if not cfg.resume and not (run_dir / "checkpoints").exists():
+            lock.undo_start(run_dir)
         if multirun:
             # The launcher records the failure and runs the other jobs; the sweep exits non-zero at the end.
             report_failed_job(error)
@@ -124,51 +128,39 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         checkpoints.remove_stale_temporaries(directory)
 
     # 1. Configuration: a resumed run continues with its own config and the state of its newest checkpoint.
-    latest, changed = None, {}
+    changed = {}
     if cfg.resume:
         cfg, changed = resumed_config(cfg.resume, HydraConfig.get().overrides.task)
-        latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
-        if latest is None:
-            raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; start a new run instead.")
     validate_config(cfg)
     # This job's share of the cores under its launcher: joblib, submitit_local, Ray, SLURM (pipeline/launchers.py).
     torch.set_num_threads(job_torch_threads(cfg.torch_threads, HydraConfig.get().launcher if multirun else None))
-    state = checkpoints.read_state(latest) if latest else {}
 
-    # 2. Envs and model (fresh, or the latest checkpoint with its replay buffer and statistics).
+    # 2. Envs and model (fresh, or the newest checkpoint that reads whole, with its replay buffer and statistics).
     eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations in step 4, the final one in step 5
     if derived := derived_settings(eval_env):  # an arm's settings derived from its URDF: shown, and kept
         print(derived_settings_text(cfg.env.urdf, derived), flush=True)
         checkpoints.atomic_write_json(run_dir / "derived.json", derived)
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
     env = make_training_env(
-        cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and latest is None, cfg.normalize_goals
+        cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and not cfg.resume, cfg.normalize_goals
     )
-    if latest:
-        env = checkpoints.load_vec_normalize(latest, env) or env
-        # The config's hyperparameters, not those pickled in the zip: the run's config (with this command
-        # line's changes, which an earlier resume's command line does not carry over) is the truth.
-        hyperparameters = sb3_algo_kwargs(cfg.algo, RESUMABLE_ALGO_KEYS)
-        model = ALGORITHMS[cfg.algo.name].load(
-            latest / checkpoints.MODEL_FILE, env=env, device=cfg.device, **hyperparameters
-        )
-        if (latest / checkpoints.REPLAY_FILE).exists():
-            try:
-                model.load_replay_buffer(latest / checkpoints.REPLAY_FILE)
-            except Exception as error:  # truncated or garbled pickle
-                raise ValueError(
-                    f"corrupt replay buffer in {latest} ({type(error).__name__}); delete that directory "
-                    "to resume from the checkpoint before it."
-                ) from None
+    state: dict = {}
+    if cfg.resume:
+        # The actor mean so far too (a resume continues it), read before tracking starts: a corrupt file touches
+        # nothing.
+        latest, model, average = load_newest_checkpoint(run_dir, cfg, env)
+        env, state = model.get_env(), checkpoints.read_state(latest)  # env: in the checkpoint's statistics
         changes = "".join(f", algo.{key}={value}" for key, value in changed.items())
         print(f"resumed from {latest} at step {model.num_timesteps}{changes}", flush=True)
+        capacity = model.replay_buffer.buffer_size * model.replay_buffer.n_envs
+        if grow_replay_buffer(model.replay_buffer, cfg.algo.buffer_size):  # an extended run keeps every transition
+            model.buffer_size = cfg.algo.buffer_size  # what the next checkpoints' zips record
+            print(f"replay buffer grown from {capacity} to {cfg.algo.buffer_size} transitions", flush=True)
     else:
         model = make_model(cfg, env)
-    # The actor mean so far (a resume continues it), read before tracking starts: a corrupt one touches nothing.
-    average = None
-    if cfg.algo.actor_average_start is not None:
-        average_start = int(cfg.algo.actor_average_start * cfg.total_timesteps)
-        average = ActorAverage.load(latest / checkpoints.AVERAGE_FILE if latest else None, average_start)
+        average = None
+        if cfg.algo.actor_average_start is not None:
+            average = ActorAverage(int(cfg.algo.actor_average_start * cfg.total_timesteps))
 
     # 3. Tracking: wandb (offline unless logged in), CSV, and line logs (only the evaluations' beside a progress bar).
     hydra_cfg = HydraConfig.get()
@@ -186,7 +178,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     if not multirun and outputs in run_dir.resolve().parents:
         checkpoints.atomic_symlink(outputs / "latest", run_dir.resolve())
     interactive = sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar
-    formats = [ContinuedCSVOutputFormat(run_dir / "progress.csv", model.num_timesteps if latest else None)]
+    formats = [ContinuedCSVOutputFormat(run_dir / "progress.csv", model.num_timesteps if cfg.resume else None)]
     formats += [WandbOutputFormat(run)] if run else []
     # On a terminal SB3's progress bar, with the periodic evaluations printed above it; elsewhere every dump.
     formats += [LineOutputFormat("eval/" if interactive else "")]

@@ -156,7 +156,8 @@ class UrdfReachEnv(gym.Env):
         self.render_mode = render_mode
         self.frame_skip = frame_skip
         self.dt = frame_skip * timestep  # seconds of simulated time per env step
-        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
+        # A video plays in real time; an env step longer than 2 s still gets one frame per second (0 breaks writers).
+        self.metadata = {**self.metadata, "render_fps": max(int(round(1.0 / self.dt)), 1)}
         self.goal_conditioned = goal_conditioned
         self.gravity_compensation = gravity_compensation
         self.max_joint_speed = max_joint_speed

@@ -15,11 +15,12 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import yaml
+from omegaconf import OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline.averaging import ActorAverage
 
@@ -29,6 +30,8 @@ VECNORMALIZE_FILE = "vecnormalize.pkl"
 AVERAGE_FILE = "actor_average.pt"  # pipeline.averaging.ActorAverage, when the run averages its actor
 STATE_FILE = "state.json"  # written last: its presence marks a complete checkpoint
 LOCK_FILE = ".lock"  # in the run directory: holds the pid of the process training it
+# What a run leaves in its directory (Hydra's config first): a new run refuses a directory holding any of them.
+RUN_FILES = (".hydra/config.yaml", "checkpoints", "run.json", "final_model.zip", "metrics.json")
 
 
 class DiskWriteError(OSError):
@@ -140,6 +143,9 @@ def save_checkpoint(
     except (OSError, RuntimeError) as error:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint helps nobody and holds the space
         raise DiskWriteError(final, error) from error
+    except BaseException:  # a signal that forces the exit (pipeline/interrupts.py): the newest complete one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # same step saved again (e.g. a resume that did not advance)
         remove_checkpoint(final)
     os.replace(tmp, final)
@@ -223,12 +229,30 @@ class RunInUse(Exception):
         )
 
 
+class RunDirectoryTaken(ValueError):
+    """A new run (or sweep) was pointed at a directory that already holds another run; the message says so."""
+
+
+def check_no_run_in(run_dir: Path) -> None:
+    """Raise ``RunDirectoryTaken`` if ``run_dir`` holds any of ``RUN_FILES``; reads only."""
+    if not (found := [name for name in RUN_FILES if (Path(run_dir) / name).exists()]):
+        return
+    if latest_checkpoint(Path(run_dir) / "checkpoints") is None:
+        fix = f"it has no checkpoint to resume: give this run another hydra.run.dir, or delete {run_dir}"
+    else:
+        fix = f"continue that run with python train.py resume={run_dir}, or give this one another hydra.run.dir"
+    raise RunDirectoryTaken(f"{run_dir} already holds another run ({', '.join(found)}); {fix}.")
+
+
 class RunLock:
     """An exclusive ``flock`` on ``<run dir>/.lock``, held until the ``with`` block ends or the process dies.
 
     The kernel drops a flock when its holder dies, however it dies, so a stale lock is never in the way.
     The file keeps the holder's pid, for the refusal message only.
     """
+
+    # A new run's directory, locked before Hydra wrote into it (``claim``), until ``take`` hands the lock on.
+    claimed: ClassVar[dict[Path, RunLock]] = {}
 
     def __init__(self, run_dir: Path) -> None:
         # "a+": creates the file if needed and leaves the holder's pid in place if the lock is refused.
@@ -242,6 +266,9 @@ class RunLock:
         self.file.truncate(0)
         self.file.write(f"{os.getpid()}\n")
         self.file.flush()
+        # The names in the directory before this start claimed it (None: it made the directory), to take back
+        # what a failed start wrote (``undo_start``); None too for a lock taken after Hydra wrote its files.
+        self.entries_before: frozenset[str] | None = None
 
     @staticmethod
     def check_free(run_dir: Path) -> None:
@@ -256,6 +283,46 @@ class RunLock:
                 fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise RunInUse(run_dir, file) from None
+
+    @classmethod
+    def claim(cls, run_dir: Path) -> None:
+        """Lock ``run_dir`` for a new run, before Hydra writes its config and log into it.
+
+        :raises RunInUse: a live process trains there.
+        :raises RunDirectoryTaken: it holds another run. Both before anything in the directory changes.
+        """
+        run_dir = Path(run_dir)
+        cls.check_free(run_dir)
+        check_no_run_in(run_dir)
+        entries = frozenset(os.listdir(run_dir)) if run_dir.is_dir() else None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = cls(run_dir)
+        try:
+            check_no_run_in(run_dir)  # again, under the lock: a start racing this one may have won it
+        except RunDirectoryTaken:
+            lock.file.close()
+            raise
+        lock.entries_before = entries
+        cls.claimed[run_dir.resolve()] = lock
+
+    @classmethod
+    def take(cls, run_dir: Path) -> RunLock:
+        """The lock this process claimed on ``run_dir``, or a new one (a resumed run, a sweep's job)."""
+        return cls.claimed.pop(Path(run_dir).resolve(), None) or cls(run_dir)
+
+    def undo_start(self, run_dir: Path) -> None:
+        """Remove what a start that failed before training wrote into ``run_dir``: the directory itself if the
+        start made it, else the entries that were not there before (an existing directory is left as it was)."""
+        self.file.close()
+        if self.entries_before is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return
+        for name in set(os.listdir(run_dir)) - self.entries_before:
+            path = Path(run_dir) / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def __enter__(self) -> RunLock:
         return self
@@ -274,13 +341,15 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file (a run's ``.hydra/`` config) as an OmegaConf node; a corrupt one is a ValueError that names it."""
+    try:
+        return OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid YAML ({type(error).__name__}); restore it (Hydra wrote it when the run started)."
+        ) from None
+
+
 def read_state(checkpoint: Path) -> dict[str, Any]:
     return read_json(Path(checkpoint) / STATE_FILE)
-
-
-def load_vec_normalize(path: Path, venv: Any) -> VecNormalize | None:
-    """``VecNormalize`` statistics from a file, or from a checkpoint directory; None if there are none."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / VECNORMALIZE_FILE
-    return VecNormalize.load(str(path), venv) if path.exists() else None

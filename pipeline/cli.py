@@ -1,4 +1,5 @@
-"""train.py's command-line failures as one line each: Hydra's composition errors, a failed sweep job, a signal."""
+"""train.py's command-line failures as one line each: Hydra's composition errors, a failed sweep job, a signal, a
+run directory that is taken."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from pipeline import checkpoints
 from pipeline.interrupts import Interrupted
@@ -70,6 +73,37 @@ def interrupted_line(interrupted: Interrupted, run_dir: Path) -> str:
         return f"interrupted at step {step} ({interrupted.name}): checkpoint saved; {resume}"
     latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
     if latest is None:
-        return f"interrupted ({interrupted.name}) before the first checkpoint: nothing saved; start the run again."
+        return (
+            f"interrupted ({interrupted.name}) before the first checkpoint: nothing saved; delete {run_dir} and start "
+            "the run again."
+        )
     step = checkpoints.read_state(latest)["num_timesteps"]
     return f"interrupted ({interrupted.name}); the newest checkpoint is at step {step}; {resume}"
+
+
+class NewRunDirectory(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml): a new run, or a sweep, never lands in a
+    directory that holds another run or one in use. Hydra calls it before it writes ``.hydra/`` and its log
+    there (a resumed run's directory is checked by train.py's ``check_resume_argument``, earlier still).
+
+    Its refusal is ``exit_bad_input``'s exit: Hydra turns a callback's exceptions into warnings and goes on.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.resume:
+            return
+        try:
+            checkpoints.RunLock.claim(Path(config.hydra.run.dir))
+        except (checkpoints.RunInUse, checkpoints.RunDirectoryTaken) as error:
+            exit_bad_input(str(error))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        # The jobs' directories are <sweep dir>/<subdir>: any earlier sweep's job there would be mixed.
+        for job_dir in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
+            if job_dir.is_dir() and any((job_dir / name).exists() for name in checkpoints.RUN_FILES):
+                exit_bad_input(
+                    f"sweep directory {sweep_dir} already holds the runs of another sweep ({job_dir.name}/, ...); "
+                    f"give this sweep another hydra.sweep.dir (a job of it continues with python train.py "
+                    f"resume={job_dir})."
+                )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import gymnasium as gym
+import torch
 from gymnasium.envs.registration import load_env_creator
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -118,7 +119,8 @@ class OffPolicyConfig:
     tau: float = 0.05
     batch_size: int = 256
     # Transitions kept; the run's own length by default: nothing is dropped, and a checkpoint's replay
-    # buffer (SB3 pickles its whole capacity) is no larger than the run.
+    # buffer (SB3 pickles its whole capacity) is no larger than the run. A resume with a larger total_timesteps
+    # grows the checkpoint's buffer to it, every stored transition kept (pipeline/resume.py grow_replay_buffer).
     buffer_size: int = "${total_timesteps}"  # type: ignore[assignment]  (an OmegaConf interpolation)
     learning_starts: int = 1000
     train_freq: int = 1  # env steps (per env) between updates
@@ -282,7 +284,6 @@ def validate_config(cfg: Any) -> None:
         "log_interval": cfg.log_interval,
         "eval.periodic_goals": cfg.eval.periodic_goals,
         "eval.final_goals": cfg.eval.final_goals,
-        "env.max_episode_steps": cfg.env.max_episode_steps,
         "algo.batch_size": cfg.algo.batch_size,
         "algo.buffer_size": cfg.algo.buffer_size,
         "algo.learning_rate": cfg.algo.learning_rate,
@@ -346,14 +347,45 @@ def validate_config(cfg: Any) -> None:
         raise ValueError(
             f"algo.action_noise.sigma must be >= 0 (normalised action units), got {cfg.algo.action_noise.sigma}."
         )
+    if cfg.eval.goal_seed < 0:
+        raise ValueError(
+            f"eval.goal_seed must be >= 0 (numpy's generators take no negative seed), got {cfg.eval.goal_seed}."
+        )
+    try:
+        torch.device(cfg.device)
+    except RuntimeError:
+        raise ValueError(f"unknown device '{cfg.device}'; set device=cpu, cuda or cuda:<index>.") from None
+    validate_env_config(cfg.env)
+    # HER samples only finished episodes: the first update must come after each env's first episode (a resume's
+    # buffer holds some already).
+    episode = cfg.env.max_episode_steps  # null: the env's own episode length (ArmReach-v0), not known here
+    her = cfg.algo.her.enabled and cfg.env.get("goal_conditioned")
+    if her and episode and not cfg.resume and cfg.algo.learning_starts < episode * cfg.n_envs:
+        raise ValueError(
+            f"algo.learning_starts={cfg.algo.learning_starts} starts the updates before the first episodes end "
+            f"({cfg.n_envs} env(s) x env.max_episode_steps={episode} env steps), but HER samples finished episodes "
+            f"only; set algo.learning_starts={episode * cfg.n_envs} or more."
+        )
+
+
+def validate_env_config(env: Any) -> None:
+    """Checks of an env config that the env constructor would pass and that fail later (mid-training, in the
+    final evaluation, in a video), for train.py and for a run's env with evaluate.py's overrides
+    (pipeline/loading.py ``run_config``); raises ValueError naming the key and the fix."""
+    if env.id not in gym.registry:
+        raise ValueError(f"unknown env id '{env.id}'; choose env= one of {sorted(ENV_PRESETS)}.")
+    if env.get("max_episode_steps") is not None and not env.max_episode_steps > 0:  # null: the env's own limit
+        raise ValueError(
+            f"env.max_episode_steps must be > 0 env steps (null: the env's own), got {env.max_episode_steps}."
+        )
     for key in ENV_POSITIVE_KEYS:  # NaN fails "> 0" too
-        if key in cfg.env and cfg.env[key] is not None and not cfg.env[key] > 0:  # null: derived (ArmReach-v0)
-            raise ValueError(f"env.{key} must be > 0, got {cfg.env[key]}; set env.{key}=<positive>.")
+        if key in env and env[key] is not None and not env[key] > 0:  # null: derived (ArmReach-v0)
+            raise ValueError(f"env.{key} must be > 0, got {env[key]}; set env.{key}=<positive>.")
     for key in ENV_COST_KEYS:
-        if key in cfg.env and not 0 <= cfg.env[key] < float("inf"):
-            raise ValueError(f"env.{key} must be a finite cost >= 0, got {cfg.env[key]}.")
-    if cfg.env.id not in gym.registry:
-        raise ValueError(f"unknown env id '{cfg.env.id}'; choose env= one of {sorted(ENV_PRESETS)}.")
+        if key in env and not 0 <= env[key] < float("inf"):
+            raise ValueError(f"env.{key} must be a finite cost >= 0, got {env[key]}.")
+    if "end_effector" in env and env.end_effector is not None and len(env.end_effector) == 0:
+        raise ValueError("env.end_effector is empty; name the link (or a list of links) that must reach the goals.")
 
 
 # --- evaluate.py (conf/evaluate.yaml) -------------------------------------------------------------------
@@ -459,6 +491,8 @@ def validate_evaluate_config(cfg: Any) -> None:
         raise ValueError("sweep= ranks the jobs by one controller: give controller= one name.")
     if cfg.model not in (*MODELS, "latest"):
         raise ValueError(f"unknown model '{cfg.model}'; choose model= one of {(*MODELS, 'latest')}.")
+    if cfg.goal_seed is not None and cfg.goal_seed < 0:
+        raise ValueError(f"goal_seed must be >= 0 (null: the run's eval.goal_seed), got {cfg.goal_seed}.")
     if cfg.n_episodes < 1 or cfg.video_episodes < 1:
         raise ValueError(f"n_episodes and video_episodes must be >= 1, got {cfg.n_episodes}, {cfg.video_episodes}.")
     if cfg.export and (cfg.sweep or names != ["policy"]):

@@ -15,6 +15,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from pipeline.checkpoints import atomic_write
 from pipeline.export import lean_policy
 
 matplotlib.use("Agg")  # headless: files only
@@ -169,10 +170,11 @@ def record_episodes(env: gym.Env, controller: Controller, seeds: list[int], path
     for seed in seeds:
         run_episode(env, controller, seed, frames)
     fps = env.metadata["render_fps"]
+    # Written whole or not at all: a signal mid-write leaves no 0-byte or cut-off video.
     if Path(path).suffix == ".gif":
-        imageio.mimsave(path, frames, duration=1000.0 / fps)
+        atomic_write(Path(path), lambda tmp: imageio.mimsave(tmp, frames, duration=1000.0 / fps))
     else:
-        imageio.mimsave(path, frames, fps=fps, macro_block_size=8)
+        atomic_write(Path(path), lambda tmp: imageio.mimsave(tmp, frames, fps=fps, macro_block_size=8))
     return Path(path)
 
 
@@ -212,6 +214,8 @@ def plot_goals(results: list[EpisodeResult], threshold: float, path: Path, title
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))  # whole or not at all
+    finally:
+        plt.close(fig)
     return Path(path)

@@ -1,14 +1,18 @@
-"""SIGINT (Ctrl-C), SIGTERM and a SLURM job's pre-timeout signal: stop training at the current step.
+"""SIGINT (Ctrl-C), SIGTERM, SIGHUP (the terminal closed) and a SLURM job's pre-timeout signal: stop training at
+the current step.
 
-While ``learn()`` runs, the first signal only sets a flag; ``StopOnSignal`` ends ``learn()`` at the next
-env step and the trainer then saves a checkpoint there. Anywhere else (start-up, the final evaluation)
-and for a second signal, the handler raises ``Interrupted`` at once: nothing half-done is worth waiting for.
+While ``learn()`` runs, the first signal only sets a flag, and says so; ``StopOnSignal`` ends ``learn()`` at the
+next env step and the trainer then saves a checkpoint there. A second signal while that stop is under way is
+ignored, with a line saying the checkpoint is still being saved; a third raises ``Interrupted`` at once (the
+checkpoint being written is then dropped whole, the newest complete one stays). Anywhere else (start-up, the
+final evaluation) the first signal raises ``Interrupted`` at once: nothing half-done is worth waiting for.
 A signal another handler owned before (submitit's ``USR2``, which requeues the job) goes on to that handler
 once the checkpoint is saved (``SignalStop.stop_then``, ``SignalStop.hand_over``).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +21,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 Handler = Callable[[int, FrameType | None], Any]
 
 
@@ -43,11 +47,12 @@ class SignalStop:
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the signal that asked training to stop
+        self.repeats = 0  # signals received since, while the stop's checkpoint is saved
         self.deferring = False
         self.followers: dict[int, Handler] = {}  # signal -> the handler it goes on to after the stop
 
     def install(self) -> None:
-        """Handle SIGINT and SIGTERM (``python train.py``)."""
+        """Handle SIGINT, SIGTERM and SIGHUP (``python train.py``, ``python evaluate.py``)."""
         for signum in SIGNALS:
             signal.signal(signum, self._handle)
 
@@ -63,10 +68,26 @@ class SignalStop:
             follower(signum, None)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.deferring and self.signum is None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:  # a stop is under way: its checkpoint is worth the wait
+            self.repeats += 1
+            if self.repeats >= 2:
+                raise Interrupted(signum)
+            say(
+                f"{name} again: still saving the checkpoint; a third signal stops at once (keeping the newest complete one)"
+            )
+            return
+        if self.deferring:
             self.signum = signum
+            say(f"{name}: stopping training at this step and saving a checkpoint there (a few seconds)")
             return
         raise Interrupted(signum)
+
+
+def say(line: str) -> None:
+    """One line on stderr from a signal handler: an ``os.write`` to the descriptor, since ``print`` would raise
+    if the handler ran while the main code was printing (a buffered stream refuses a reentrant write)."""
+    os.write(2, f"{line}\n".encode())
 
 
 class StopOnSignal(BaseCallback):

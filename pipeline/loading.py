@@ -26,7 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline import checkpoints
-from pipeline.config import MODELS
+from pipeline.config import MODELS, validate_env_config
 from pipeline.export import lean_policy
 from pipeline.factory import ALGORITHMS, env_kwargs
 from pipeline.lean import LeanPolicy, Normalization
@@ -41,7 +41,7 @@ def run_config(run_dir: Path, env_overrides: DictConfig | None = None) -> DictCo
     """A training run's saved config (``.hydra/config.yaml``) with ``env_overrides`` merged into its ``env``.
 
     :raises FileNotFoundError: ``run_dir`` is missing or is not a training run's directory.
-    :raises ValueError: an override names a key the run's env does not have.
+    :raises ValueError: an override names a key the run's env does not have, or gives it a value the env fails on.
     """
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not Path(run_dir).is_dir():
@@ -53,12 +53,13 @@ def run_config(run_dir: Path, env_overrides: DictConfig | None = None) -> DictCo
         raise FileNotFoundError(
             f"{run_dir} has no .hydra/config.yaml, so it is not a training run; pass the directory train.py wrote."
         )
-    cfg = OmegaConf.load(path)
+    cfg = checkpoints.read_yaml(path)
     unknown = sorted(set(env_overrides or {}) - set(cfg.env))
     if unknown:
         raise ValueError(f"env.{unknown[0]} is not a key of {cfg.env.id}'s config; choose from {sorted(cfg.env)}.")
     if env_overrides:
         cfg.env = OmegaConf.merge(cfg.env, env_overrides)
+        validate_env_config(cfg.env)
     return cfg
 
 
@@ -88,9 +89,18 @@ def model_file(run_dir: Path, model: str = "best") -> Path:
 
 def read_statistics(path: Path) -> VecNormalize:
     """Saved ``VecNormalize`` observation statistics, frozen, without the env they wrapped (acting only
-    normalises with them)."""
-    with open(path, "rb") as handle:
-        vec_normalize = pickle.load(handle)
+    normalises with them).
+
+    :raises ValueError: the file is corrupt (named).
+    """
+    try:
+        with open(path, "rb") as handle:
+            vec_normalize = pickle.load(handle)
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as error:
+        raise ValueError(
+            f"{path} (the model's observation statistics) is corrupt ({type(error).__name__}); restore it, or "
+            "evaluate another of the run's models (model=latest, checkpoint=<run>/checkpoints/step_*/model.zip)."
+        ) from None
     vec_normalize.training = False
     return vec_normalize
 

@@ -8,17 +8,24 @@ buffer) are refused in one line, before Hydra writes anything into the run direc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from pipeline import checkpoints
+from pipeline.averaging import ActorAverage
 from pipeline.config import ALGO_SCHEMAS, TrainConfig
+from pipeline.factory import ALGORITHMS, sb3_algo_kwargs
 
 # Hyperparameters SB3 reads afresh at every update, so a resumed run may change them (say, a lower
 # learning rate to fine-tune); the other algo keys shape the networks, exploration or the replay buffer.
@@ -63,7 +70,9 @@ def is_resumable(key: str) -> bool:
 def saved_config(run_dir: Path) -> DictConfig:
     """The run's ``.hydra/config.yaml`` on the current schema (struct): top-level and algo keys added since
     the run started take their defaults, so runs of an older checkout still resume."""
-    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    saved = OmegaConf.merge(
+        OmegaConf.structured(TrainConfig), checkpoints.read_yaml(run_dir / ".hydra" / "config.yaml")
+    )
     saved.algo = OmegaConf.merge(OmegaConf.structured(ALGO_SCHEMAS[saved.algo.name]), saved.algo)
     OmegaConf.set_struct(saved, True)
     return saved
@@ -74,7 +83,7 @@ def saved_presets(run_dir: Path) -> dict[str, str]:
     path = run_dir / ".hydra" / "hydra.yaml"
     if not path.is_file():
         return {}
-    choices = OmegaConf.load(path).hydra.runtime.choices
+    choices = checkpoints.read_yaml(path).hydra.runtime.choices
     return {group: choices[group] for group in PRESET_GROUPS if group in choices}
 
 
@@ -119,6 +128,110 @@ def resumed_config(resume: str, overrides: Sequence[str]) -> tuple[DictConfig, d
     return merged, {key.removeprefix("algo."): value for key, value in changed.items() if key.startswith("algo.")}
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint with a file that cannot be read (truncated, garbled); the message names the file."""
+
+
+def read_checkpoint(checkpoint: Path, cfg: DictConfig, env: VecEnv) -> tuple[OffPolicyAlgorithm, ActorAverage | None]:
+    """The model of ``checkpoint`` on ``env`` (wrapped in the checkpoint's normalisation statistics, if it has
+    them), with its replay buffer and, when the run averages its actor, the mean so far.
+
+    The config's hyperparameters, not those pickled in the zip: the run's config (with this command line's
+    changes, which an earlier resume's command line does not carry over) is the truth.
+
+    :raises CorruptCheckpoint: a file of it cannot be read.
+    """
+
+    def read(name: str, load: Callable[[Path], Any]) -> Any:
+        try:
+            return load(checkpoint / name)
+        except Exception as error:  # pickle, zip and torch each fail in their own way on a cut-off file
+            raise CorruptCheckpoint(f"{checkpoint / name} is corrupt ({type(error).__name__})") from None
+
+    if not checkpoints.is_complete(checkpoint):
+        raise CorruptCheckpoint(f"{checkpoint} is incomplete (its {checkpoints.STATE_FILE} or model zip is unreadable)")
+    if (checkpoint / checkpoints.VECNORMALIZE_FILE).exists():
+        env = read(checkpoints.VECNORMALIZE_FILE, lambda path: VecNormalize.load(str(path), env))
+    hyperparameters = sb3_algo_kwargs(cfg.algo, RESUMABLE_ALGO_KEYS)
+    model = read(
+        checkpoints.MODEL_FILE,
+        lambda path: ALGORITHMS[cfg.algo.name].load(path, env=env, device=cfg.device, **hyperparameters),
+    )
+    if (checkpoint / checkpoints.REPLAY_FILE).exists():
+        read(checkpoints.REPLAY_FILE, model.load_replay_buffer)
+    average = None
+    if cfg.algo.actor_average_start is not None:
+        start = int(cfg.algo.actor_average_start * cfg.total_timesteps)
+        average = read(checkpoints.AVERAGE_FILE, lambda path: ActorAverage.load(path, start))
+    return model, average
+
+
+def load_newest_checkpoint(
+    run_dir: Path, cfg: DictConfig, env: VecEnv
+) -> tuple[Path, OffPolicyAlgorithm, ActorAverage | None]:
+    """The newest checkpoint of ``run_dir`` that reads whole, and ``read_checkpoint``'s model and actor average.
+
+    A corrupt checkpoint (a disk error, a copy cut short: a crash never leaves one) is passed over for the one
+    before it, with a ``warning:`` line naming the file; it stays on disk.
+
+    :raises FileNotFoundError: none reads whole (the oldest one's problem named).
+    """
+    directory = Path(run_dir) / "checkpoints"
+    found = sorted(directory.glob("step_*")) if directory.is_dir() else []
+    problem = ""
+    for checkpoint in reversed(found):
+        try:
+            return checkpoint, *read_checkpoint(checkpoint, cfg, env)
+        except CorruptCheckpoint as error:
+            if checkpoint != found[0]:
+                print(f"warning: {error}; resuming from the checkpoint before it.", file=sys.stderr, flush=True)
+            problem = f" (the oldest: {error})"
+    raise FileNotFoundError(f"no complete checkpoint in {directory}{problem}; start a new run instead.")
+
+
+# A replay buffer's arrays with one row per stored step (ReplayBuffer, DictReplayBuffer: a dict of arrays per
+# observation key; HerReplayBuffer: its infos and the start and length of each step's episode).
+BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts", "infos")
+HER_EPISODE_ARRAYS = ("ep_start", "ep_length")
+
+
+def grow_replay_buffer(buffer: ReplayBuffer, size: int) -> bool:
+    """Give ``buffer`` room for ``size`` transitions (over all its envs), keeping every stored one.
+
+    A resume that extends the run (a larger ``total_timesteps``, which ``algo.buffer_size`` follows by default)
+    would otherwise go on with the checkpoint's capacity and overwrite its oldest transitions. SB3 stores them in
+    a ring of ``buffer_size`` rows (one column per env) written at ``pos``: a full ring is unrolled oldest first,
+    so the new rows follow the newest, and HER's episode starts, which are row indices, move with their rows.
+
+    :param size: transitions in all, as ``algo.buffer_size``; no larger than the buffer's capacity: unchanged.
+    :return: whether the buffer grew.
+    """
+    rows, old = max(size // buffer.n_envs, 1), buffer.buffer_size
+    if rows <= old:
+        return False
+    order = np.roll(np.arange(old), -buffer.pos) if buffer.full else np.arange(old)  # stored rows, oldest first
+
+    def grown(array: np.ndarray) -> np.ndarray:
+        new = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+        new[:old] = array[order]
+        return new
+
+    for name in (*BUFFER_ARRAYS, *HER_EPISODE_ARRAYS):
+        value = getattr(buffer, name, None)
+        if isinstance(value, dict):
+            setattr(buffer, name, {key: grown(array) for key, array in value.items()})
+        elif value is not None:
+            setattr(buffer, name, grown(value))
+    if buffer.full and hasattr(buffer, "ep_start"):
+        # Row r of the ring is row (r - pos) % old now; an episode not yet begun (it starts at pos, the next row
+        # written) starts at the first new row.
+        buffer.ep_start[:old] = (buffer.ep_start[:old] - buffer.pos) % old
+        current = buffer._current_ep_start
+        buffer._current_ep_start = np.where(current == buffer.pos, old, (current - buffer.pos) % old)
+    buffer.pos, buffer.full, buffer.buffer_size = old if buffer.full else buffer.pos, False, rows
+    return True
+
+
 def task_overrides(argv: Sequence[str]) -> list[str]:
     """The overrides of a command line that set the job's config (not Hydra's own ``hydra.*`` nor flags).
 
@@ -148,10 +261,10 @@ def check_resume_argument(argv: Sequence[str]) -> str | None:
         try:
             checkpoints.RunLock.check_free(Path(value))
             resumed_config(value, task_overrides(argv))
-        except (checkpoints.RunInUse, ResumeRefused) as error:
-            return str(error)
         except (OmegaConfBaseException, OverrideParseException):
             # An unknown key, a wrong type, a sweep's list of values, bad syntax: Hydra's composition names
             # these in one line (or, in a sweep, each job's resume checks its own values).
             return None
+        except (checkpoints.RunInUse, ValueError) as error:  # refused keys, a corrupt .hydra/ file
+            return str(error)
     return None

@@ -259,10 +259,11 @@ def test_second_trainer_of_a_run_is_refused(tiny_run: Path, tmp_path: Path) -> N
     assert len(offline_run_dirs(run_dir)) == 2  # the original run and the first resume: no third segment
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_saves_a_checkpoint_at_the_current_step(tmp_path: Path, signum: signal.Signals) -> None:
-    """SIGTERM (SLURM's preemption) or SIGINT (Ctrl-C) mid-run: a complete checkpoint at the step of the
-    signal, the wandb history up to it, one line saying how to go on, exit 128 + signal; resume= finishes."""
+    """SIGTERM (SLURM's preemption), SIGINT (Ctrl-C) or SIGHUP (the terminal closed) mid-run: a line saying a
+    checkpoint is being saved, then a complete checkpoint at the step of the signal, the wandb history up to it,
+    one line saying how to go on, exit 128 + signal; resume= finishes."""
     run_dir = tmp_path / "run"
     env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
     run = [*overridden(KILL_RUN, "total_timesteps=200"), "log_interval=1"]  # a [step N] line per episode
@@ -279,6 +280,9 @@ def test_signal_saves_a_checkpoint_at_the_current_step(tmp_path: Path, signum: s
     with contextlib.suppress(ProcessLookupError):
         os.killpg(training.process.pid, signal.SIGKILL)  # what may be left of the wandb service
     assert not any("Traceback" in line for line in training.lines)
+    assert (
+        f"{signum.name}: stopping training at this step and saving a checkpoint there (a few seconds)" in training.lines
+    )
     stops = [line for line in training.lines if line.startswith("interrupted")]
     steps = check_checkpoints_on_disk(run_dir, env)
     assert steps[-1] >= logged_step() > KILL_FREQ  # at the signal, past the periodic checkpoint before it
@@ -518,11 +522,17 @@ def prepare_resume(tiny_run: Path, case_dir: Path, damage: str) -> Path:
         for checkpoint in found:
             model = checkpoint / checkpoints.MODEL_FILE
             model.write_bytes(model.read_bytes()[:1000])
-    elif damage == "corrupt replay buffer":
-        replay = found[-1] / checkpoints.REPLAY_FILE
-        replay.write_bytes(replay.read_bytes()[:5000])
-    elif damage == "corrupt actor average":
-        (found[-1] / checkpoints.AVERAGE_FILE).write_bytes(b"not a torch file")
+    elif damage == "corrupt replay buffers":
+        for checkpoint in found:
+            replay = checkpoint / checkpoints.REPLAY_FILE
+            replay.write_bytes(replay.read_bytes()[:5000])
+    elif damage == "corrupt actor averages":
+        for checkpoint in found:
+            (checkpoint / checkpoints.AVERAGE_FILE).write_bytes(b"not a torch file")
+    elif damage == "corrupt statistics":  # beside best_model.zip, where evaluate.py looks first
+        (run_dir / f"best_model_{checkpoints.VECNORMALIZE_FILE}").write_bytes(b"\x80\x04not a pickle")
+    elif damage == "corrupt config":
+        (run_dir / ".hydra" / "config.yaml").write_bytes(b"env: [unclosed\n\xff")
     return run_dir
 
 
@@ -598,25 +608,82 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         ["env= is not one of its keys", "env.<key>=<value>"],
         False,
     ),
-    "resume of a corrupt replay buffer": (
+    # Issue 34: a corrupt file of every checkpoint (one of the newest alone: resume falls back, test_run_dir.py).
+    "resume of corrupt replay buffers": (
         ["resume={case}/old_run"],
-        "corrupt replay buffer",
-        ["corrupt replay buffer in", "delete that directory"],
+        "corrupt replay buffers",
+        ["no complete checkpoint in", "step_000000000100/replay_buffer.pkl is corrupt (", "start a new run"],
         False,
     ),
-    "resume of a corrupt actor average": (
+    "resume of corrupt actor averages": (
         ["resume={case}/old_run", "algo.actor_average_start=0.5"],
-        "corrupt actor average",
-        ["corrupt actor average", "actor_average.pt", "delete that checkpoint directory"],
+        "corrupt actor averages",
+        ["no complete checkpoint in", "step_000000000100/actor_average.pt is corrupt ("],
+        False,
+    ),
+    "resume of a run with a corrupt config": (
+        ["resume={case}/old_run"],
+        "corrupt config",
+        ["old_run/.hydra/config.yaml is not valid YAML", "restore it"],
+        False,
+    ),
+    "evaluating a run with a corrupt config": (
+        ["run={case}/old_run", "wandb.mode=disabled"],
+        "corrupt config",
+        ["old_run/.hydra/config.yaml is not valid YAML", "restore it"],
+        False,
+    ),
+    "evaluating a model with corrupt statistics": (
+        ["run={case}/old_run", "n_episodes=1", "wandb.mode=disabled"],
+        "corrupt statistics",
+        ["best_model_vecnormalize.pkl (the model's observation statistics) is corrupt", "model=latest"],
+        False,
+    ),
+    # Issue 34: values that trained, or started to, and then crashed (the final evaluation, HER's first update).
+    "negative goal seed": (["eval.goal_seed=-1"], None, ["eval.goal_seed must be >= 0", "got -1"], False),
+    "negative episode limit": (["env.max_episode_steps=-5"], None, ["env.max_episode_steps must be > 0", "-5"], False),
+    "empty end-effector list": (["env.end_effector=[]"], None, ["env.end_effector is empty", "name the link"], False),
+    "unknown device": (["device=gpu0"], None, ["unknown device 'gpu0'", "device=cpu"], False),
+    "updates before HER's first episode": (
+        ["algo.learning_starts=10"],
+        None,
+        ["algo.learning_starts=10 starts the updates before the first episodes end", "algo.learning_starts=50 or more"],
+        False,
+    ),
+    "evaluating with a zero timestep": (
+        ["run={case}/old_run", "env.timestep=0", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.timestep must be > 0, got 0"],
+        False,
+    ),
+    "evaluating with a NaN cost": (
+        ["run={case}/old_run", "env.torque_cost=nan", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.torque_cost must be a finite cost >= 0, got nan"],
+        False,
+    ),
+    "evaluating with an empty end-effector list": (
+        ["run={case}/old_run", "env.end_effector=[]", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.end_effector is empty"],
+        False,
+    ),
+    "evaluating with a negative episode limit": (
+        ["run={case}/old_run", "env.max_episode_steps=-1", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["env.max_episode_steps must be > 0"],
+        False,
+    ),
+    "evaluating with a negative goal seed": (
+        ["run={case}/old_run", "goal_seed=-1", "n_episodes=1", "wandb.mode=disabled"],
+        "no damage",
+        ["goal_seed must be >= 0"],
         False,
     ),
 }
 
 
-EVALUATE_CASES = {
-    "evaluating a checkpoint on an env with other spaces",
-    "evaluating with another env preset",
-}  # evaluate.py, not train.py
+EVALUATE_CASES = {name for name in BAD_INPUTS if name.startswith("evaluating ")}  # evaluate.py, not train.py
 
 
 def bookkeeping_file(path: Path) -> bool:
