@@ -32,7 +32,7 @@ from pipeline import checkpoints, interrupts
 from pipeline.averaging import ActorAverage
 from pipeline.callbacks import ActorAveraging, Checkpointing, GoalCurriculum, HeldOutEvaluation, RunState
 from pipeline.cli import exit_bad_input, interrupted_line, report_failed_job, run_main
-from pipeline.config import CONF_DIR, register_configs, validate_config
+from pipeline.config import CONF_DIR, check_learning_starts, register_configs, validate_config
 from pipeline.evaluation import episode_rows, evaluate, policy_controller, record_episodes, summarise
 from pipeline.factory import (
     derived_settings,
@@ -139,6 +139,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations in step 4, the final one in step 5
     if derived := derived_settings(eval_env):  # an arm's settings derived from its URDF: shown, and kept
         print(derived_settings_text(cfg.env.urdf, derived), flush=True)
+        check_learning_starts(cfg, eval_env.unwrapped.episode_steps)
         checkpoints.atomic_write_json(run_dir / "derived.json", derived)
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
     env = make_training_env(

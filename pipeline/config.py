@@ -356,14 +356,17 @@ def validate_config(cfg: Any) -> None:
     except RuntimeError:
         raise ValueError(f"unknown device '{cfg.device}'; set device=cpu, cuda or cuda:<index>.") from None
     validate_env_config(cfg.env)
-    # HER samples only finished episodes: the first update must come after each env's first episode (a resume's
-    # buffer holds some already).
-    episode = cfg.env.max_episode_steps  # null: the env's own episode length (ArmReach-v0), not known here
+    check_learning_starts(cfg, cfg.env.max_episode_steps or cfg.env.get("episode_steps"))
+
+
+def check_learning_starts(cfg: Any, episode: int | None) -> None:
+    """HER samples only finished episodes: the first update must come after each env's first episode of ``episode``
+    env steps (None: not known yet; ArmReach-v0 derives it when built). A resume's buffer holds some already."""
     her = cfg.algo.her.enabled and cfg.env.get("goal_conditioned")
     if her and episode and not cfg.resume and cfg.algo.learning_starts < episode * cfg.n_envs:
         raise ValueError(
             f"algo.learning_starts={cfg.algo.learning_starts} starts the updates before the first episodes end "
-            f"({cfg.n_envs} env(s) x env.max_episode_steps={episode} env steps), but HER samples finished episodes "
+            f"({cfg.n_envs} env(s) x {episode} env steps per episode), but HER samples finished episodes "
             f"only; set algo.learning_starts={episode * cfg.n_envs} or more."
         )
 

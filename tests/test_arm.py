@@ -200,6 +200,7 @@ def test_train_py_prints_the_derived_settings_and_needs_a_urdf(tmp_path: Path) -
         f"env.urdf={DEMO_ARM}",
         "env.end_effector=tool0",
         "algo=ddpg",
+        "n_envs=1",
         "total_timesteps=120",
         "algo.learning_starts=60",
         "algo.net_arch=[16,16]",
@@ -216,6 +217,17 @@ def test_train_py_prints_the_derived_settings_and_needs_a_urdf(tmp_path: Path) -
     for key in ("success_threshold", "episode_steps", "action_scale", "velocity_damping", "initial_joint_positions"):
         assert f"  env.{key}=" in result.stdout
     assert read_json(tmp_path / "run" / "derived.json")["env.joints"] == ["joint1", "joint2", "joint3"]
+    # HER's first update must wait for the derived episode length (57 steps here) in each of the 4 default envs.
+    early = run_train(
+        tmp_path,
+        "env=arm",
+        f"env.urdf={DEMO_ARM}",
+        "env.end_effector=tool0",
+        "algo.learning_starts=100",
+        "hydra.run.dir=early",
+    )
+    assert early.returncode == 2 and "(4 env(s) x 57 env steps per episode)" in error_lines(early.stderr)[0]
+    assert not (tmp_path / "early").exists()
     missing = run_train(tmp_path, "env=arm", "env.end_effector=tool0", "hydra.run.dir=missing")
     assert missing.returncode == 2
     assert error_lines(missing.stderr) == [
