@@ -76,7 +76,7 @@ class BareLoop:
         )
         for index, state in zip(robot.all_actuated, source.getJointStates(robot.body, robot.all_actuated)):
             self.client.resetJointState(self.body, index, state[0], 0.0)
-        clamp_joint_speeds(self.client, self.body, robot.all_actuated)  # the env's motor speed limits
+        clamp_joint_speeds(self.client, self.body, robot.joint_indices)  # the env's motor speed limits
         self.client.setJointMotorControlArray(
             self.body, robot.all_actuated, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(robot.all_actuated)
         )

@@ -245,16 +245,17 @@ def with_package_meshes_resolved(path: Path, root: ET.Element) -> str | None:
 
 
 def clamp_joint_speeds(client: BulletClient, body: int, joint_indices: Sequence[int]) -> None:
-    """Clamp the joints' speeds at the fastest of their URDF velocity limits (rad/s or m/s), the motors' rated speed.
+    """Clamp the joints' speeds at the slowest of their URDF velocity limits (rad/s or m/s), the motors' rated speed.
 
     PyBullet ignores URDF velocity limits and clamps every joint at 100 rad/s; its ``maxJointVelocity`` is one value
-    per body, whichever joint it is set through, so one joint's limit (a Panda finger's 0.2 m/s) would otherwise
-    hold every joint. Bodies with a joint without a limit (0) keep PyBullet's clamp. A free function of the client,
-    for a bare PyBullet loop to copy the env's limits (benchmarks/env_throughput.py).
+    per body, whichever joint it is set through, so the slowest actuated joint's limit holds them all (no joint
+    beyond its rating). Held joints (a Panda finger's 0.2 m/s) are not passed in. Bodies with a joint without a
+    limit (0) keep PyBullet's clamp. A free function of the client, for a bare PyBullet loop to copy the env's
+    limits (benchmarks/env_throughput.py).
     """
     limits = [JointInfo.read(client.getJointInfo(body, index)).max_velocity for index in joint_indices]
     if limits and min(limits) > 0:
-        client.changeDynamics(body, joint_indices[0], maxJointVelocity=max(limits))
+        client.changeDynamics(body, joint_indices[0], maxJointVelocity=min(limits))
 
 
 class PyBulletSession:

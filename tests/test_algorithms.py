@@ -75,16 +75,18 @@ def test_config_problems_are_named(overrides: list[str], message: str) -> None:
         validate_config(compose_train_config(overrides))
 
 
-def test_kuka_preset_builds_the_seven_joint_arm() -> None:
+def test_kuka_preset_is_the_arm_env_on_crossq_with_ddpg_one_key_away() -> None:
     cfg = compose_train_config(["env=kuka"])
     validate_config(cfg)
+    assert cfg.algo.name == "crossq" and cfg.env.id == "ArmReach-v0"
+    assert compose_train_config(["env=kuka", "algo=ddpg"]).algo.name == "ddpg"
     env = make_env(cfg.env)
     try:
         arm = env.unwrapped
         assert arm.robot.n_joints == 7 and arm.gravity_compensation and arm.task.success_threshold == 0.02
-        np.testing.assert_allclose(arm.action_torques, 300.0 * np.array(cfg.env.action_scale))
-        np.testing.assert_allclose(arm.robot.joint_damping, 0.5 + np.array(cfg.env.velocity_damping))  # URDF's 0.5
-        assert env.spec.max_episode_steps == cfg.env.max_episode_steps
+        # Nothing hand-picked: the torques are the ones derived from the KUKA's own dynamics (printed rounded).
+        derived = np.array(arm.derived_settings()["env.action_scale"]) * arm.robot.torque_limits
+        np.testing.assert_allclose(arm.action_torques, derived, rtol=2e-3)
         assert arm.observation_space["observation"].shape == (7 * 4 + 3,)  # cos, sin, speed, position; hand
     finally:
         env.close()

@@ -34,8 +34,9 @@ NOT_BUILT_FROM = shutil.ignore_patterns(
     ".git", ".venv", "outputs", "multirun", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "wandb"
 )
 ENV_IDS = sorted(env_id for env_id, spec in gym.registry.items() if str(spec.entry_point).startswith("envs."))
-# UrdfReach-v0 takes any URDF: one of ours by name, found inside the installed package.
-MAKE_KWARGS = {"UrdfReach-v0": {"urdf": "planar_arm_2link.urdf", "end_effector": "fingertip"}}
+# UrdfReach-v0 and ArmReach-v0 take any URDF: one of ours by name, found inside the installed package.
+PLANAR_URDF = {"urdf": "planar_arm_2link.urdf", "end_effector": "fingertip"}
+MAKE_KWARGS = {"UrdfReach-v0": PLANAR_URDF, "ArmReach-v0": PLANAR_URDF}
 # A few seconds of training with observation normalisation (statistics beside the models), no periodic
 # evaluation or checkpoint (the final checkpoint is still written), no wandb, no video.
 TINY_TRAIN = [o for o in TINY if not o.startswith(("eval.", "checkpoint.freq", "wandb."))] + [
@@ -212,7 +213,7 @@ def test_installed_package_makes_every_env_without_the_checkout(installed: Insta
     plugins = [f"hydra_plugins.{p.stem}" for p in (REPO / "hydra_plugins").glob("*.py")]  # our Hydra launchers
     make = {env_id: MAKE_KWARGS.get(env_id, {}) for env_id in ENV_IDS}
     report = installed.python(WHERE_FROM, json.dumps(plugins), json.dumps(make))
-    assert sorted(report["made"]) == ENV_IDS and len(ENV_IDS) == 4
+    assert sorted(report["made"]) == ENV_IDS and len(ENV_IDS) == 5
     assert len(report["modules"]) == 4 + len(plugins)
     for module, path in report["modules"].items():
         assert Path(path).is_relative_to(installed.site_packages), f"{module} imported from {path}"
