@@ -459,7 +459,8 @@ def cli() -> None:
         )
     sys.argv[1:] = [f"++{a}" if a.startswith("env.") else a for a in sys.argv[1:]]
     # Ctrl-C or SIGTERM: an evaluation cut short ends at once, in one line (its files are written whole or not at all).
-    SignalStop().install()
+    stop = SignalStop()
+    stop.install()
     try:
         run_main(main, "evaluate.py")
     except Interrupted as interrupted:
@@ -468,6 +469,8 @@ def cli() -> None:
             file=sys.stderr,
         )
         sys.exit(interrupted.exit_code)
+    finally:
+        stop.uninstall()
 
 
 if __name__ == "__main__":

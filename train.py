@@ -93,6 +93,9 @@ def main(cfg: DictConfig) -> float:
         with lock:
             return train(cfg, run_dir, multirun)
     except Interrupted as interrupted:
+        # Stopped before a checkpoint (in start-up): nothing to resume, so no half-made run directory either.
+        if not cfg.resume and checkpoints.latest_checkpoint(run_dir / "checkpoints") is None:
+            lock.undo_start(run_dir)
         print(interrupted_line(interrupted, run_dir), file=sys.stderr, flush=True)
         interrupts.SIGNAL_STOP.hand_over(interrupted.signum)  # a submitit job's USR2: requeued as resume=<run dir>
         sys.exit(interrupted.exit_code)
@@ -268,9 +271,13 @@ def cli() -> None:
     interrupts.SIGNAL_STOP.install()
     try:
         run_main(main)
-    except Interrupted as interrupted:  # a signal while Hydra composes, before main() has a run directory
+    except Interrupted as interrupted:  # a signal while Hydra starts the run, before main()
+        for run_dir, lock in checkpoints.RunLock.claimed.items():  # a new run's directory, claimed: taken back
+            lock.undo_start(run_dir)
         print(f"interrupted ({interrupted.name}) before training started: nothing saved.", file=sys.stderr)
         sys.exit(interrupted.exit_code)
+    finally:
+        interrupts.SIGNAL_STOP.uninstall()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from pipeline import interrupts
 from pipeline.averaging import ActorAverage
 
 MODEL_FILE = "model.zip"
@@ -45,6 +46,13 @@ class DiskWriteError(OSError):
             "already there are intact)"
         )
         self.strerror = reason  # what callers that name their own fix print
+
+
+def write_failed(path: Path, error: BaseException) -> BaseException:
+    """What a write of ``path`` that failed raises: ``Interrupted`` if a signal forced the exit meanwhile (torch
+    turns the exception a signal handler raised inside its writer into a RuntimeError), else ``DiskWriteError``."""
+    forced = interrupts.SIGNAL_STOP.forced
+    return interrupts.Interrupted(forced) if forced is not None else DiskWriteError(path, error)
 
 
 def fsync_tree(path: Path) -> None:
@@ -75,7 +83,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except (OSError, RuntimeError) as error:
-        raise DiskWriteError(path, error) from error
+        raise write_failed(path, error) from error
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -142,7 +150,7 @@ def save_checkpoint(
         fsync_tree(tmp)
     except (OSError, RuntimeError) as error:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint helps nobody and holds the space
-        raise DiskWriteError(final, error) from error
+        raise write_failed(final, error) from error
     except BaseException:  # a signal that forces the exit (pipeline/interrupts.py): the newest complete one stays
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -73,10 +73,7 @@ def interrupted_line(interrupted: Interrupted, run_dir: Path) -> str:
         return f"interrupted at step {step} ({interrupted.name}): checkpoint saved; {resume}"
     latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
     if latest is None:
-        return (
-            f"interrupted ({interrupted.name}) before the first checkpoint: nothing saved; delete {run_dir} and start "
-            "the run again."
-        )
+        return f"interrupted ({interrupted.name}) before the first checkpoint: nothing saved; start the run again."
     step = checkpoints.read_state(latest)["num_timesteps"]
     return f"interrupted ({interrupted.name}); the newest checkpoint is at step {step}; {resume}"
 

@@ -2,10 +2,10 @@
 the current step.
 
 While ``learn()`` runs, the first signal only sets a flag, and says so; ``StopOnSignal`` ends ``learn()`` at the
-next env step and the trainer then saves a checkpoint there. A second signal while that stop is under way is
-ignored, with a line saying the checkpoint is still being saved; a third raises ``Interrupted`` at once (the
-checkpoint being written is then dropped whole, the newest complete one stays). Anywhere else (start-up, the
-final evaluation) the first signal raises ``Interrupted`` at once: nothing half-done is worth waiting for.
+next env step and the trainer then saves a checkpoint there. Anywhere else (start-up, the final evaluation) the
+first signal raises ``Interrupted`` at once: nothing half-done is worth waiting for. A second signal while a
+stop is under way is ignored, with a line saying so; a third raises ``Interrupted`` at once (a checkpoint being
+written is then dropped whole, the newest complete one stays).
 A signal another handler owned before (submitit's ``USR2``, which requeues the job) goes on to that handler
 once the checkpoint is saved (``SignalStop.stop_then``, ``SignalStop.hand_over``).
 """
@@ -48,6 +48,7 @@ class SignalStop:
     def __init__(self) -> None:
         self.signum: int | None = None  # the signal that asked training to stop
         self.repeats = 0  # signals received since, while the stop's checkpoint is saved
+        self.forced: int | None = None  # the signal that then forced the exit (raised, possibly inside C code)
         self.deferring = False
         self.followers: dict[int, Handler] = {}  # signal -> the handler it goes on to after the stop
 
@@ -55,6 +56,12 @@ class SignalStop:
         """Handle SIGINT, SIGTERM and SIGHUP (``python train.py``, ``python evaluate.py``)."""
         for signum in SIGNALS:
             signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        """Give the signals back to the system's default (end the process, quietly) for the exit: one that came
+        while Python and wandb shut down would otherwise raise in an exit hook, with a traceback."""
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
 
     def stop_then(self, signum: int, follower: Handler) -> None:
         """Handle ``signum`` too, then pass it on to ``follower`` (the handler it had: a submitit job's, which
@@ -69,16 +76,15 @@ class SignalStop:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self.signum is not None:  # a stop is under way: its checkpoint is worth the wait
+        if self.signum is not None:  # a stop is under way: its checkpoint (or its clean-up) is worth the wait
             self.repeats += 1
             if self.repeats >= 2:
+                self.forced = signum
                 raise Interrupted(signum)
-            say(
-                f"{name} again: still saving the checkpoint; a third signal stops at once (keeping the newest complete one)"
-            )
+            say(f"{name} again: still stopping; a third signal stops at once (the newest complete checkpoint stays)")
             return
+        self.signum = signum
         if self.deferring:
-            self.signum = signum
             say(f"{name}: stopping training at this step and saving a checkpoint there (a few seconds)")
             return
         raise Interrupted(signum)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +21,18 @@ import pytest
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
 
-from pipeline import checkpoints
+from pipeline import checkpoints, interrupts
 from pipeline.config import compose_train_config
 from pipeline.factory import make_env, make_model, make_training_env
+from pipeline.interrupts import SIGNALS, Interrupted, SignalStop
 from pipeline.resume import grow_replay_buffer
-from tests.conftest import TINY, check_ok, error_lines, read_json, run_evaluate, run_train, run_train_many
+from tests.conftest import EVALUATE, TINY, check_ok, error_lines, read_json, run_evaluate, run_train, run_train_many
 from tests.test_reliability import (
     KILL_FREQ,
     KILL_RUN,
     TINY_IN_PROCESS,
     Training,
+    caught_signals,
     check_checkpoints_on_disk,
     overridden,
     run_dir_snapshot,
@@ -230,50 +235,116 @@ def logged_step(lines: list[str]) -> int:
     return max((int(line.split("]")[0].split()[1]) for line in lines if line.startswith("[step ")), default=0)
 
 
+def test_signal_stop_says_it_saves_ignores_a_second_signal_and_yields_to_a_third(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``SignalStop`` with real signals to this process: while training (deferring) the first asks for a stop at
+    the step and says a checkpoint is being saved; a second, while the stop is under way, is ignored and says so;
+    a third raises ``Interrupted`` at once. Outside training the first raises at once."""
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    try:
+        stop = SignalStop()
+        stop.install()
+        stop.deferring = True
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler as os.kill returns
+        assert stop.signum == signal.SIGINT
+        stop.deferring = False  # learn() has ended at the step: the checkpoint is being saved
+        os.kill(os.getpid(), signal.SIGHUP)
+        with pytest.raises(Interrupted) as third:
+            os.kill(os.getpid(), signal.SIGINT)
+        assert third.value.exit_code == 130
+        assert capfd.readouterr().err.splitlines() == [
+            "SIGINT: stopping training at this step and saving a checkpoint there (a few seconds)",
+            "SIGHUP again: still stopping; a third signal stops at once (the newest complete checkpoint stays)",
+        ]
+        outside = SignalStop()
+        outside.install()
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)
+        outside.uninstall()
+        assert all(signal.getsignal(signum) == signal.SIG_DFL for signum in SIGNALS)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def test_a_checkpoint_cut_short_by_a_signal_leaves_no_temporary(tmp_path: Path) -> None:
+    """The third SIGINT of a stop (the process's ``SignalStop``, a stop under way, a second signal ignored), sent
+    by a timer at swept moments of ``save_checkpoint`` (1 to 60 ms): an ``Interrupted``, never a ``DiskWriteError``
+    (torch reports it from inside its writer as a RuntimeError); every ``step_*`` on disk stays complete, the
+    temporary being written is removed, and the newest complete checkpoint is never older than before."""
+    cfg = compose_train_config(TINY_IN_PROCESS)
+    model = make_model(cfg, make_training_env(cfg.env, 1, 0))
+    model.learn(60)
+    stop, cut = interrupts.SIGNAL_STOP, 0
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    stop.install()
+    try:
+        for delay in np.linspace(0.001, 0.06, 30):  # s into the save
+            stop.signum, stop.repeats, stop.forced = signal.SIGINT, 1, None
+            before = checkpoints.latest_checkpoint(tmp_path)
+            model.num_timesteps += 1  # each save a new step, as in training
+            timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+            try:
+                timer.start()
+                checkpoints.save_checkpoint(tmp_path, model, {"wandb_run_id": "x"}, keep=2)
+                timer.cancel()
+                timer.join()
+            except Interrupted:
+                cut += 1
+            timer.join()
+            assert all(checkpoints.is_complete(checkpoint) for checkpoint in tmp_path.glob("step_*"))
+            assert before is None or checkpoints.latest_checkpoint(tmp_path).name >= before.name
+            # (a pruned old checkpoint cut short mid-delete is a .tmp-<pid>-delete-* the next trainer removes)
+            assert not [p.name for p in tmp_path.glob(".tmp-*") if "-delete-" not in p.name]
+    finally:
+        stop.signum, stop.repeats, stop.forced = None, 0, None
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert cut >= 5  # most moments land inside a save
+
+
 @pytest.mark.parametrize("count", [2, 3], ids=["twice", "three times"])
 def test_repeated_ctrl_c_keeps_the_checkpoints_whole(tmp_path: Path, count: int) -> None:
-    """Ctrl-C, then again 50 ms after the first one's line (``stopping training ... saving a checkpoint``):
-    twice, the second is ignored with a line and the stop's checkpoint is saved; three times, the third stops at
-    once. Either way exit 130 (or death by SIGINT, which a shell reports as 130), one ``interrupted`` line naming the newest complete checkpoint, every
-    ``step_*`` on disk complete, no temporary left, and ``resume=`` finishes the run."""
+    """A real run sent Ctrl-C past its first periodic checkpoint, then again 50 ms after each line it prints
+    (``stopping training ...``, ``... again: still stopping ...``). Wherever each lands (the save, the wandb
+    finish, Python's exit: a busy machine decides), exit 130 (or death by SIGINT once the exit is under way,
+    130 to a shell), no traceback, one ``interrupted`` line naming the newest complete checkpoint (twice: the
+    stop's own, at the signal's step), every ``step_*`` complete, no half-written one left, and ``resume=``
+    finishes the run from it. (The counting itself: the in-process test above.)"""
     run_dir = tmp_path / "run"
     env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
-    # A replay buffer of 200k transitions (SB3 pickles its whole capacity, about 35 MB) makes each save last long
-    # enough for the next signal to come while it is under way.
-    run = [*overridden(KILL_RUN, "total_timesteps=600", "algo.buffer_size=200000"), "log_interval=1"]
+    run = [*overridden(KILL_RUN, "total_timesteps=600"), "log_interval=1"]
     training = Training(tmp_path, *run, f"hydra.run.dir={run_dir}")
     training.wait_for(lambda: logged_step(training.lines) > KILL_FREQ)  # past the first periodic checkpoint
     pid = training.process.pid
     os.kill(pid, signal.SIGINT)
-    for said in ("SIGINT: stopping training", "SIGINT again: still saving")[: count - 1]:
+    for said in ("SIGINT: stopping training", "SIGINT again: still stopping")[: count - 1]:
         # The next signal once the last one was handled: two signals pending at once would count as one.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while not any(line.startswith(said) for line in training.lines) and training.process.poll() is None:
             assert time.monotonic() < deadline, "\n".join(training.lines[-20:])
             time.sleep(0.001)
         time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):  # the stop may be over already (three times)
+        with contextlib.suppress(ProcessLookupError):  # the stop may be over already
             os.kill(pid, signal.SIGINT)
-    # A signal once the exit is under way ends the process by that signal (Python's finalisation restores the
-    # default handlers), which a shell reports as 130 too.
-    assert training.finish() in (130, -signal.SIGINT), "\n".join(training.lines)
+    assert training.finish(timeout=600) in (130, -signal.SIGINT), "\n".join(training.lines)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # what may be left of the wandb service
-    assert not any("Traceback" in line for line in training.lines)
-    assert any(line.startswith("SIGINT again: still saving the checkpoint") for line in training.lines)
+    output = "\n".join(training.lines)
+    assert "Traceback" not in output, output
     steps = check_checkpoints_on_disk(run_dir, env)
     newest = steps[-1]
     (stop,) = [line for line in training.lines if line.startswith("interrupted")]
-    assert stop in (
-        f"interrupted at step {newest} (SIGINT): checkpoint saved; continue with: python train.py resume={run_dir}",
-        f"interrupted (SIGINT); the newest checkpoint is at step {newest}; continue with: python train.py "
-        f"resume={run_dir}",
+    resume = f"continue with: python train.py resume={run_dir}"
+    saved = f"interrupted at step {newest} (SIGINT): checkpoint saved; {resume}"
+    assert stop == saved or (
+        count == 3 and stop == f"interrupted (SIGINT); the newest checkpoint is at step {newest}; {resume}"
     )
-    if count == 2:  # the stop's own checkpoint, at the signal
-        assert stop.startswith(f"interrupted at step {newest} ") and newest >= logged_step(training.lines)
-    assert not [p for p in run_dir.rglob(".tmp-*")]
+    assert count == 3 or newest >= logged_step(training.lines)  # twice: the stop's own checkpoint, at the signal
+    assert not [p.name for p in run_dir.rglob(".tmp-*") if "-delete-" not in p.name], output
     resumed = Training(tmp_path, *run, f"resume={run_dir}")
-    assert resumed.finish() == 0, "\n".join(resumed.lines)
+    assert resumed.finish(timeout=600) == 0, "\n".join(resumed.lines)
     assert resumed.resumed_at() == f"resumed from {run_dir / 'checkpoints' / f'step_{newest:012d}'} at step {newest}"
     assert read_json(run_dir / "metrics.json")["num_timesteps"] == 600
     env.close()
@@ -339,3 +410,82 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(tiny_run: Path, tmp_path: P
     assert line.endswith("; resuming from the checkpoint before it.")
     assert f"resumed from {previous} at step 100" in result.stdout.splitlines()
     assert read_json(run_dir / "metrics.json")["num_timesteps"] == 300
+
+
+# --- fault injection: random signals at random moments, then resume --------------------------------------------
+
+FAULTS = ("SIGINT", "double SIGINT", "SIGTERM", "SIGHUP")
+FAULT_RUNS = 8  # each fault twice
+FAULT_TOTAL = 300  # env steps of each run
+FAULT_WINDOW = 11.0  # s from train.py's signal handlers in to a little past a run's end here (2 busy cores)
+
+
+def test_random_signals_at_random_moments_then_resume(tmp_path: Path) -> None:
+    """Eight short runs, each sent SIGINT, SIGINT twice 50 ms apart, SIGTERM or SIGHUP at a seeded random moment
+    (stratified) from the time train.py handles signals to a little past its usual end (start-up, training, a checkpoint
+    write, the final evaluation or already done), then resumed to the end (or, stopped before its first
+    checkpoint, started again: nothing was saved and no directory is left). Each interrupted process exits
+    cleanly (no traceback, exit 0 or 128 + signal); every ``step_*`` on disk is complete, no temporary is left;
+    a checkpoint reported saved is on disk with its transitions, the resume starts from the newest one, and the
+    finished run's replay buffer begins with every transition it held. Finally every run directory evaluates."""
+    rng = random.Random(34)
+    env = make_env(compose_train_config(["env.max_episode_steps=25"]).env)
+    run = [*overridden(KILL_RUN, f"total_timesteps={FAULT_TOTAL}"), "log_interval=1"]
+    outcomes: Counter[str] = Counter()
+    signals_sent = 0
+    run_dirs = [tmp_path / f"run{n}" for n in range(FAULT_RUNS)]
+    for n, run_dir in enumerate(run_dirs):
+        fault = FAULTS[n % len(FAULTS)]
+        signum = signal.SIGINT if fault.endswith("SIGINT") else getattr(signal, fault)
+        training = Training(tmp_path, *run, f"hydra.run.dir={run_dir}")
+        # Before its handlers are in, Python's defaults act while train.py imports: not this test's business.
+        deadline = time.monotonic() + 120
+        while not caught_signals(training.process.pid) & (1 << (signal.SIGHUP - 1)):
+            assert time.monotonic() < deadline and training.process.poll() is None, "\n".join(training.lines)
+            time.sleep(0.01)
+        # Stratified: run n's moment is random within its own slice of the ~10 s from then to a little past the
+        # end, so that start-up, training, checkpoint writes and the final evaluation are all hit.
+        time.sleep(rng.uniform(n, n + 1) * FAULT_WINDOW / FAULT_RUNS)
+        for _ in range(2 if fault.startswith("double") else 1):
+            with contextlib.suppress(ProcessLookupError):  # it may have finished already
+                os.kill(training.process.pid, signum)
+                signals_sent += 1
+            time.sleep(0.05)
+        code = training.finish()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(training.process.pid, signal.SIGKILL)  # what may be left of the wandb service
+        output = "\n".join(training.lines)
+        assert code in (0, 128 + signum, -signum) and "Traceback" not in output, output
+        steps = check_checkpoints_on_disk(run_dir, env) if (run_dir / "checkpoints").is_dir() else []
+        assert not list(tmp_path.rglob(".tmp-*")), output
+        saved = [line for line in training.lines if line.startswith("interrupted at step ")]
+        held = None
+        if saved:  # the stop's own checkpoint: on disk, whole, with its transitions
+            step = int(saved[0].split()[3])
+            assert step in steps, output
+            held = load_from_pkl(run_dir / "checkpoints" / f"step_{step:012d}" / checkpoints.REPLAY_FILE)
+        if steps:
+            outcomes["finished before the signal" if code == 0 else "stopped with a checkpoint"] += 1
+            resumed = Training(tmp_path, *run, f"resume={run_dir}")
+            assert resumed.finish() == 0, "\n".join(resumed.lines)
+            assert (
+                resumed.resumed_at()
+                == f"resumed from {run_dir / 'checkpoints' / f'step_{steps[-1]:012d}'} at step {steps[-1]}"
+            )
+        else:  # stopped in start-up: nothing saved, and nothing left to mix with the run started again
+            outcomes["stopped before the first checkpoint"] += 1
+            assert code != 0 and not (run_dir / ".hydra").exists(), output
+            check_ok(run_train(tmp_path, *run, f"hydra.run.dir={run_dir}"))
+        assert read_json(run_dir / "metrics.json")["num_timesteps"] == FAULT_TOTAL
+        final = load_from_pkl(run_dir / "checkpoints" / f"step_{FAULT_TOTAL:012d}" / checkpoints.REPLAY_FILE)
+        assert final.size() == FAULT_TOTAL
+        for key, values in (held.observations if held else {}).items():  # no transition reported saved is lost
+            np.testing.assert_array_equal(final.observations[key][: held.size()], values[: held.size()])
+    evaluations = run_train_many(
+        [(run_dir, [f"run={run_dir}", "n_episodes=1", "wandb.mode=disabled"]) for run_dir in run_dirs],
+        scripts=[EVALUATE] * len(run_dirs),
+    )
+    assert all(result.returncode == 0 for result in evaluations), [r.stderr for r in evaluations]
+    print(f"\nfault injection: {FAULT_RUNS} runs, {signals_sent} signals sent; {dict(outcomes)}")
+    assert sum(outcomes.values()) == FAULT_RUNS
+    env.close()
