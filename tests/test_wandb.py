@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.checkpoints import statistics_path
+from pipeline.checkpoints import json_text, statistics_path
 from pipeline.evaluation import EpisodeResult, episode_rows, policy_controller
 from pipeline.factory import make_env
 from pipeline.loading import load_model
@@ -216,3 +216,28 @@ def test_readme_leet_line_shows_the_training_after_an_evaluation(readme_run: tup
     (row,) = [row for row in wandb_history(evaluation) if "eval_policy/goals.path" in row]
     assert row["global_step"] == STEPS
     assert len(read_json(evaluation / "files" / row["eval_policy/goals.path"])["data"]) == 2  # n_episodes=2
+
+
+def refuse_constant(constant: str) -> None:
+    """``json.loads``' ``parse_constant``: NaN, Infinity and -Infinity are not JSON (JavaScript's JSON.parse fails)."""
+    raise ValueError(f"{constant} is not standard JSON")
+
+
+def test_every_json_file_is_standard_json(readme_run: tuple[Path, str]) -> None:
+    """Issue 37: every JSON file the run and its evaluation wrote parses strictly; a time to reach of a goal not
+    reached, NaN in memory, is ``null``."""
+    run_dir = latest_run(readme_run[0])
+    files = sorted(run_dir.rglob("*.json"))  # ours, the checkpoints' state.json, wandb's files and table copies
+    assert {"metrics.json", "run.json", "eval_policy.json", "eval_table.json", "state.json"} <= {f.name for f in files}
+    for path in files:
+        json.loads(path.read_text(), parse_constant=refuse_constant)
+    for name in ("metrics.json", "eval_policy.json"):
+        episodes = read_json(run_dir / name)["episodes"]
+        assert not all(e["success"] for e in episodes), name  # the tiny policy misses: NaN times were written
+        assert [e["time_to_reach"] is None for e in episodes] == [not e["success"] for e in episodes], name
+
+
+def test_json_text_writes_null_for_nan_and_infinity() -> None:
+    data = {"a": math.nan, "b": [math.inf, 1.5, (2, -math.inf)], "c": {"d": np.float64("nan"), "e": "NaN"}}
+    parsed = json.loads(json_text(data), parse_constant=refuse_constant)
+    assert parsed == {"a": None, "b": [None, 1.5, [2, None]], "c": {"d": None, "e": "NaN"}}
