@@ -1,6 +1,6 @@
 """Evaluate a saved policy, or the classical Jacobian controller, on a fixed, seeded set of goals.
 
-    python evaluate.py run=outputs/<date>/<run>                       # best_model.zip on 200 held-out goals
+    python evaluate.py run=outputs/<date>/<run>                       # final_model.zip on 200 held-out goals
     python evaluate.py run=<run dir> controller=jacobian              # classical baseline, same env, same goals
     python evaluate.py checkpoint=<run dir>/checkpoints/step_<N>/model.zip env.success_threshold=0.005
     python evaluate.py run=<run dir> video=true plots=true            # + eval_<controller>.mp4 and PNGs

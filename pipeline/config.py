@@ -403,6 +403,14 @@ class BalancedJacobianConfig:
     band: float = 0.05  # margin range (m) above it over which the balance task fades out
 
 
+# model= with run=: the run-level zip of that name; "latest" is the newest complete checkpoint.
+MODELS = {"best": "best_model.zip", "final": "final_model.zip"}
+# The model evaluate.py, its sweep= ranking and load_policy take unless told: the one training ended with.
+# best_model.zip is the top of several noisy periodic evaluations on few goals (eval.periodic_goals), a
+# selection biased upwards, and in a short run two configurations' best models can both be the first evaluation's.
+DEFAULT_MODEL = "final"
+
+
 @dataclass
 class EvaluateConfig:
     """``python evaluate.py`` (conf/evaluate.yaml): a run's policy, or classical controllers, on held-out goals."""
@@ -417,7 +425,7 @@ class EvaluateConfig:
     fabrik: FabrikConfig = field(default_factory=FabrikConfig)
     jacobian_balance: BalancedJacobianConfig = field(default_factory=BalancedJacobianConfig)
     pybullet_ik: PyBulletIKConfig = field(default_factory=PyBulletIKConfig)
-    model: str = "best"  # with run= and no checkpoint=: best | final | latest (newest complete checkpoint)
+    model: str = DEFAULT_MODEL  # with run= and no checkpoint=: final | best | latest (newest complete checkpoint)
     n_episodes: int = 200
     goal_seed: Optional[int] = None  # noqa: UP045  (None: the run's eval.goal_seed, train.py's final goals)
     env: dict[str, Any] = field(default_factory=dict)  # overrides of the run's env keys: env.success_threshold=0.005
@@ -432,8 +440,6 @@ class EvaluateConfig:
 # controller=: the run's policy, or a classical controller of pipeline/controllers.py (evaluate.py's
 # CLASSICAL) whose gains are the EvaluateConfig node of the same name.
 CONTROLLERS = ("policy", "jacobian", "fabrik", "jacobian_balance", "pybullet_ik")
-# model= with run=: the run-level zip of that name; "latest" is the newest complete checkpoint.
-MODELS = {"best": "best_model.zip", "final": "final_model.zip"}
 
 
 def register_evaluate_config() -> None:

@@ -201,6 +201,8 @@ def test_sweep_ranking(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -
     assert header[:4] == ["rank", "job", "wandb.name", "success_rate"] and len(rows) == 2  # only wandb.name differs
     assert sorted(row[2] for row in rows) == ["a", "b"] and [row[0] for row in rows] == ["1", "2"]
     assert "ranking of 2 jobs" in result.stdout
+    for job in ("0", "1"):  # ranked by their final models, evaluate.py's default (issue 37)
+        assert read_json(sweep_dir / job / "eval_policy.json")["checkpoint"] == str(sweep_dir / job / "final_model.zip")
 
 
 @pytest.mark.parametrize("normalize_goals", [True, False])
