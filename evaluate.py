@@ -66,7 +66,7 @@ from pipeline.interrupts import Interrupted, SignalStop
 from pipeline.lean import LeanPolicy, stack_observations
 from pipeline.loading import load_model, model_file, run_config
 from pipeline.sweeps import configuration_table
-from pipeline.tracking import STEP_METRIC, goal_table, init_run
+from pipeline.tracking import STEP_METRIC, experiment_group, experiment_tags, goal_table, init_run
 
 # Classical controllers (the names of pipeline/config.py's CONTROLLERS but "policy"): name -> (class in
 # pipeline/controllers.py, the config node of its gains).
@@ -344,8 +344,9 @@ def log_to_wandb(
     run_info = checkpoints.read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     run_id = run_info.get("wandb_run_id")
     config = None if run_id else OmegaConf.to_container(train_cfg, resolve=True)
-    group = run_info.get("wandb_group") or None
-    run = init_run(wandb_cfg, config, str(run_dir), run_id, group, job_type="eval", latest=run_id is None)
+    group = run_info.get("wandb_group") or experiment_group(train_cfg)
+    tags = experiment_tags(train_cfg)
+    run = init_run(wandb_cfg, config, str(run_dir), run_id, group, job_type="eval", latest=run_id is None, tags=tags)
     if run is None:
         return
     logged: dict[str, Any] = {}
