@@ -15,7 +15,6 @@ microseconds) and one row per episode; prints it beside the other controllers' e
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import sys
 import time
@@ -65,7 +64,7 @@ from pipeline.factory import make_env
 from pipeline.interrupts import Interrupted, SignalStop
 from pipeline.lean import LeanPolicy, stack_observations
 from pipeline.loading import load_model, model_file, run_config
-from pipeline.sweeps import configuration_table
+from pipeline.sweeps import configuration_table, flatten, swept_keys
 from pipeline.tracking import STEP_METRIC, experiment_group, experiment_tags, goal_table, init_run
 
 # Classical controllers (the names of pipeline/config.py's CONTROLLERS but "policy"): name -> (class in
@@ -381,7 +380,7 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
     configs = [
         flatten(OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=True)) for job in jobs
     ]
-    keys = sorted({k for c in configs for k in c if len({json.dumps(x.get(k)) for x in configs}) > 1})
+    keys = swept_keys(configs)
     summaries = [evaluate_run(cfg, job)[cfg.controller] for job in jobs]
     ranked = sorted(zip(jobs, configs, summaries), key=lambda j: (-j[2]["success_rate"], j[2]["final_distance_mean"]))
     metrics = ["success_rate", "final_distance_median", "final_distance_mean", "fall_rate", "episode_return_mean"]
@@ -401,17 +400,6 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
     write_csv(path, [headers, *rows])
     print(f"\nsuccess rate per configuration over its seeds (mean, spread, 95 % bootstrap interval), also in {path}:")
     print(format_table(headers, rows))
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

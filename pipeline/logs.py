@@ -1,5 +1,6 @@
-"""train.py's lines for the user: on the console (above SB3's progress bar while one is drawn; in a sweep, after the
-job's number and swept values) and in the run directory's ``train.log``.
+"""The lines the commands write for the user: bad input as one ``error:`` line; train.py's lines on the console
+(above SB3's progress bar while one is drawn; in a joblib sweep, after the job's number and swept values) and in the
+run directory's ``train.log``.
 
 Hydra configures Python logging in every job, sweep jobs in their own processes included, from
 ``conf/hydra/job_logging/rlik.yaml``: the root logger goes to a ``ConsoleHandler`` and to ``<run dir>/train.log``
@@ -10,10 +11,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import NoReturn
 
 from tqdm import tqdm
 
 LOGGER = logging.getLogger("rlik")
+
+
+def exit_bad_input(problem: str) -> NoReturn:
+    """Print ``error: <problem>`` on stderr and exit 2, the exit status of every bad input."""
+    print(f"error: {problem}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def say(line: str) -> None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import imageio.v3 as iio
+import matplotlib.pyplot as plt
 import pytest
+from omegaconf import OmegaConf
 
 from pipeline.loading import load_policy
-from tests.conftest import check_ok, read_json, run_evaluate
+from pipeline.plot import PNG_NAME, configurations, find_runs, learning_figure, load_run
+from tests.conftest import check_ok, error_lines, read_json, run_command, run_evaluate
 
 
 @pytest.fixture
@@ -40,3 +45,52 @@ def test_sweep_jobs_prefix_their_console_lines(joblib_sweep: tuple[Path, subproc
         log = (sweep_dir / str(job) / "train.log").read_text()
         assert "[step 200] eval/" in log and "[job " not in log
     assert len(steps) == 4
+
+
+def plot_command(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m pipeline.plot <args>`` (the ``rlik-plot`` console script) in ``cwd``."""
+    return run_command([sys.executable, "-m", "pipeline.plot", *args], cwd)
+
+
+def test_plot_draws_one_curve_per_configuration(
+    tiny_run: Path, joblib_sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    """rlik-plot on one run, on a sweep (two configurations: its jobs differ in wandb.name) and on two seeds of one
+    configuration (copies of the tiny run, one with seed=1): the PNG where it belongs, its path printed, one curve per
+    configuration, the seeds pooled into one mean with its interval as a band."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    sweep = tmp_path / "sweep"
+    shutil.copytree(joblib_sweep[0], sweep)
+    pooled = tmp_path / "pooled"
+    for seed in (0, 1):
+        shutil.copytree(tiny_run, pooled / f"seed{seed}")
+        config = OmegaConf.load(pooled / f"seed{seed}" / ".hydra" / "config.yaml")
+        config.seed = seed
+        OmegaConf.save(config, pooled / f"seed{seed}" / ".hydra" / "config.yaml")
+    cases = [
+        ([run], run / PNG_NAME, ["PlanarArmReach-v0 ddpg (seed 0)"]),
+        ([sweep], sweep / PNG_NAME, ["wandb.name=a (seed 0)", "wandb.name=b (seed 0)"]),
+        ([pooled / "seed0", pooled / "seed1"], pooled / PNG_NAME, ["PlanarArmReach-v0 ddpg (seeds 0, 1)"]),
+    ]
+    for dirs, png, labels in cases:
+        result = plot_command(tmp_path, *map(str, dirs))
+        check_ok(result)
+        assert result.stdout.startswith(f"wrote {png}: {len(labels)} curve"), result.stdout
+        image = iio.imread(png)
+        assert image.shape[0] > 400 and image[..., :3].std() > 10  # two panels drawn, not a blank canvas
+        runs = [load_run(path) for path in find_runs(dirs)]
+        figure = learning_figure(configurations(runs), "test")
+        for axes in figure.axes:  # success, then median distance: one line per configuration
+            assert axes.get_legend_handles_labels()[1] == labels or axes is not figure.axes[0]
+            assert len(axes.get_lines()) == len(labels)
+            assert len(axes.collections) == (1 if "seeds" in labels[0] else 0)  # a band only over several seeds
+        plt.close(figure)
+
+
+def test_plot_bad_input_is_one_line(tmp_path: Path) -> None:
+    for args in ([str(tmp_path / "missing")], [str(tmp_path)], []):
+        result = plot_command(tmp_path, *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        (line,) = error_lines(result.stderr)
+        assert "; " in line
