@@ -15,6 +15,7 @@ microseconds) and one row per episode; prints it beside the other controllers' e
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 import sys
 import time
@@ -98,9 +99,11 @@ TABLE = [
     ("sb3_predict_time_us_mean", "SB3 predict (us)", "{:.0f}"),
     ("lean_action_max_difference", "max |lean - predict|", "{:.1e}"),
     ("solve_time_us_mean", "IK solve (us)", "{:.0f}"),
-    ("ik_time_us_mean", "PyBullet IK solve (us)", "{:.0f}"),
     ("n_episodes", "episodes", "{}"),
 ]
+# Every eval_<controller>.json also times one PyBullet IK solve on its goals: a reference beside the table, not a
+# controller's own figure (the policy solves no IK).
+REFERENCE_IK_TIME = "ik_time_us_mean"
 
 
 register_evaluate_config()
@@ -165,7 +168,12 @@ def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
         print(f"{run_dir}: {train_cfg.env.id}, {name} on {cfg.n_episodes} goals from seed {goal_seed}")
     table = comparison_table(run_dir, goal_seed, cfg.n_episodes, reports)
     print(format_table(["metric", *table["controllers"]], table_rows(table)))  # before any write can fail
-    save_evaluation(run_dir, reports, table)
+    if table[REFERENCE_IK_TIME] is not None:
+        print(
+            f"for reference, one PyBullet IK solve (calculateInverseKinematics) on these goals: {table[REFERENCE_IK_TIME]:.0f} us"
+        )
+    written = save_evaluation(run_dir, reports, table) + [path for files in media.values() for path in files.values()]
+    print(f"wrote in {run_dir}: {', '.join(path.name for path in written)}")
     summaries = {name: {k: v for k, v in r.items() if k not in REPORT_CONTEXT} for name, r in reports.items()}
     log_to_wandb(cfg, train_cfg, run_dir, summaries, {name: r["episodes"] for name, r in reports.items()}, media)
     return summaries
@@ -251,7 +259,8 @@ def comparison_table(
     run_dir: Path, goal_seed: int, n_episodes: int, reports: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """``reports`` beside the run's other eval_<controller>.json on the same goals: {"goal_seed", "metrics":
-    the table's metric keys, "controllers": controller -> metric -> value (None where it has none)}."""
+    the table's metric keys, "controllers": controller -> metric -> value (None where it has none), and
+    ``REFERENCE_IK_TIME``: the mean time of one PyBullet IK solve on these goals (us; None in older files)}."""
     merged = {}
     for name in CONTROLLERS:
         path = run_dir / f"eval_{name}.json"
@@ -266,7 +275,9 @@ def comparison_table(
     reached = list(dict.fromkeys(key for r in merged.values() for key in r if key.startswith(REACHED)))
     metrics[1:1] = reached
     values = {name: {key: r.get(key) for key in metrics} for name, r in merged.items()}
-    return {"goal_seed": goal_seed, "metrics": metrics, "controllers": values}
+    ik_times = [r[REFERENCE_IK_TIME] for r in merged.values() if r.get(REFERENCE_IK_TIME) is not None]
+    reference = float(np.mean(ik_times)) if ik_times else None
+    return {"goal_seed": goal_seed, "metrics": metrics, "controllers": values, REFERENCE_IK_TIME: reference}
 
 
 def table_rows(table: dict[str, Any]) -> list[list[str]]:
@@ -280,17 +291,20 @@ def table_rows(table: dict[str, Any]) -> list[list[str]]:
         }
     )
     return [
-        [
-            formats[key][0],
-            *("-" if r[key] is None else formats[key][1].format(r[key]) for r in table["controllers"].values()),
-        ]
+        [formats[key][0], *(cell(r[key], formats[key][1]) for r in table["controllers"].values())]
         for key in table["metrics"]
     ]
 
 
-def save_evaluation(run_dir: Path, reports: dict[str, dict[str, Any]], table: dict[str, Any]) -> None:
+def cell(value: Any, form: str) -> str:
+    """A printed value; a dash where there is none: None (a metric the controller lacks, null in a file) or NaN (a
+    mean over no episodes, e.g. the time to reach when no goal was reached)."""
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else form.format(value)
+
+
+def save_evaluation(run_dir: Path, reports: dict[str, dict[str, Any]], table: dict[str, Any]) -> list[Path]:
     """eval_<controller>.json for each report, and the table as eval_table.json and .csv; a write that fails
-    (read-only directory, full disk) is one line naming its file."""
+    (read-only directory, full disk) is one line naming its file. Returns the files written."""
     csv_rows = [["controller", *table["metrics"]], *([n, *r.values()] for n, r in table["controllers"].items())]
     path = run_dir
     try:
@@ -306,6 +320,7 @@ def save_evaluation(run_dir: Path, reports: dict[str, dict[str, Any]], table: di
             f"cannot write {path} ({error.strerror}): the results above are not saved; make {run_dir} writable, "
             "or copy the run directory and evaluate the copy."
         ) from None
+    return [run_dir / f"eval_{name}.json" for name in reports] + [run_dir / "eval_table.json", path]
 
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
@@ -385,7 +400,7 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
     ranked = sorted(zip(jobs, configs, summaries), key=lambda j: (-j[2]["success_rate"], j[2]["final_distance_mean"]))
     metrics = ["success_rate", "final_distance_median", "final_distance_mean", "fall_rate", "episode_return_mean"]
     rows = [
-        [i + 1, job.name, *(c.get(k) for k in keys), *(f"{s[m]:.4g}" for m in metrics)]
+        [i + 1, job.name, *(c.get(k) for k in keys), *(cell(s[m], "{:.4g}") for m in metrics)]
         for i, (job, c, s) in enumerate(ranked)
     ]
     headers = ["rank", "job", *keys, *metrics]

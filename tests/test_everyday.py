@@ -94,3 +94,30 @@ def test_plot_bad_input_is_one_line(tmp_path: Path) -> None:
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         (line,) = error_lines(result.stderr)
         assert "; " in line
+
+
+def test_evaluation_table_shows_dashes_the_ik_reference_apart_and_the_files_written(run_copy: Path) -> None:
+    """No ``nan`` in the table (a dash: no time to reach without a goal reached); the PyBullet IK solve time is a
+    reference line under the table, not a row under the policy; one line lists the files written (plots and the
+    comparison figure included)."""
+    overrides = ["controller=[policy,jacobian]", "n_episodes=2", "plots=true", "wandb.mode=disabled"]
+    result = run_evaluate(run_copy.parent, f"run={run_copy}", *overrides)
+    check_ok(result)
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("metric"))
+    table = lines[start : next(i for i in range(start, len(lines)) if not lines[i].strip() or "reference" in lines[i])]
+    assert table[0].split() == ["metric", "policy", "jacobian"] and len(table) > 5
+    assert not any("nan" in line.lower() for line in table), table
+    assert not any("IK solve" in line for line in table)  # no controller above uses PyBullet's IK
+    if read_json(run_copy / "eval_policy.json")["success_rate"] == 0:  # the tiny policy reaches nothing
+        (reach,) = [line for line in table if line.startswith("time to reach mean")]
+        assert reach.split()[5] == "-", reach
+    (reference,) = [line for line in lines if line.startswith("for reference, one PyBullet IK solve")]
+    assert float(reference.split(": ")[1].split()[0]) == pytest.approx(
+        read_json(run_copy / "eval_table.json")["ik_time_us_mean"], abs=0.5
+    )
+    (wrote,) = [line for line in lines if line.startswith(f"wrote in {run_copy}: ")]
+    names = wrote.split(": ", 1)[1].split(", ")
+    assert names[:4] == ["eval_policy.json", "eval_jacobian.json", "eval_table.json", "eval_table.csv"]
+    assert {"eval_policy_goals.png", "eval_jacobian_distance.png", "eval_comparison.png"} <= set(names)
+    assert all((run_copy / name).is_file() for name in names)
