@@ -53,6 +53,7 @@ from pipeline.evaluation import (
     Controller,
     episode_rows,
     evaluate,
+    plot_comparison,
     plot_distances,
     plot_goals,
     policy_controller,
@@ -77,7 +78,7 @@ CLASSICAL = {
     "pybullet_ik": (PyBulletIKController, "pybullet_ik"),
 }
 # The keys of an eval_<controller>.json that say what was evaluated; the others summarise how it went.
-REPORT_CONTEXT = ("controller", "checkpoint", "env", "goal_seed", "episodes")
+REPORT_CONTEXT = ("controller", "checkpoint", "env", "goal_seed", "dt", "episodes")
 # Rows of the printed table: (summary key, label, format).
 TABLE = [
     ("success_rate", "success rate", "{:.1%}"),
@@ -173,6 +174,14 @@ def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
             f"for reference, one PyBullet IK solve (calculateInverseKinematics) on these goals: {table[REFERENCE_IK_TIME]:.0f} us"
         )
     written = save_evaluation(run_dir, reports, table) + [path for files in media.values() for path in files.values()]
+    if cfg.plots and len(reports) > 1:  # the controllers of this command in one figure
+        first = next(iter(reports.values()))
+        distances = {name: [e["distances"] for e in r["episodes"]] for name, r in reports.items()}
+        threshold, title = (
+            train_cfg.env.success_threshold,
+            f"{train_cfg.env.id}: {', '.join(reports)} on the same goals",
+        )
+        written.append(plot_comparison(distances, first["dt"], threshold, run_dir / "eval_comparison.png", title))
     print(f"wrote in {run_dir}: {', '.join(path.name for path in written)}")
     summaries = {name: {k: v for k, v in r.items() if k not in REPORT_CONTEXT} for name, r in reports.items()}
     log_to_wandb(cfg, train_cfg, run_dir, summaries, {name: r["episodes"] for name, r in reports.items()}, media)
@@ -191,6 +200,8 @@ def evaluate_controller(
         else:
             controller = controller_for(cfg, name, run_dir, train_cfg, env)
         results = evaluate(env, controller, cfg.n_episodes, goal_seed)
+        env.reset(seed=goal_seed)
+        base = env.unwrapped.robot.link_position(-1)  # the robot's base at its start pose, m, for the goals plot
         summary = {
             **summarise(results),
             "ik_time_us_mean": inverse_kinematics_time_us(env.unwrapped, [r.goal for r in results]),
@@ -206,17 +217,20 @@ def evaluate_controller(
         "checkpoint": str(model_path(cfg, run_dir)) if name == "policy" else None,
         "env": OmegaConf.to_container(train_cfg.env, resolve=True),
         "goal_seed": goal_seed,
+        "dt": env.unwrapped.dt,  # seconds per env step: per step, the interval of the episodes' distances
         **summary,
         "episodes": episode_rows(results),
     }
     stem = f"eval_{name}"
 
-    dt, threshold = env.unwrapped.dt, train_cfg.env.success_threshold
+    threshold = train_cfg.env.success_threshold
     media: dict[str, Path] = {}
     if cfg.plots:
         title = f"{train_cfg.env.id}, {name}"
-        media["distance_plot"] = plot_distances(results, dt, threshold, run_dir / f"{stem}_distance.png", title)
-        media["goals_plot"] = plot_goals(results, threshold, run_dir / f"{stem}_goals.png", title)
+        media["distance_plot"] = plot_distances(
+            results, report["dt"], threshold, run_dir / f"{stem}_distance.png", title
+        )
+        media["goals_plot"] = plot_goals(results, threshold, base, run_dir / f"{stem}_goals.png", title)
     if cfg.video:
         render_env = make_env(train_cfg.env, render_mode="rgb_array")
         try:

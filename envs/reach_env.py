@@ -244,7 +244,10 @@ class UrdfReachEnv(gym.Env):
     # --- what a richer env (the humanoid) changes ----------------------------------------------
 
     def _build_world(self) -> None:
-        """Load what the robot stands in; nothing for a fixed-base arm."""
+        """Load what the robot stands in. A fixed-base arm needs nothing; a rendered one is shown on a floor, which
+        nothing touches (an arm whose links pass below its base moves as it does unrendered)."""
+        if self.render_mode is not None:
+            self.session.load_ground(collide=False)
 
     def _make_robot(
         self, urdf: str, joints: Sequence[str] | None, fixed_base: bool, base_position: Sequence[float]

@@ -7,12 +7,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from pipeline import evaluation
+from pipeline.controllers import JacobianController
+from pipeline.evaluation import EpisodeResult, record_episodes
+from pipeline.factory import make_env
 from pipeline.loading import load_policy
 from pipeline.plot import PNG_NAME, configurations, find_runs, learning_figure, load_run
 from tests.conftest import check_ok, error_lines, read_json, run_command, run_evaluate
@@ -99,7 +105,7 @@ def test_plot_bad_input_is_one_line(tmp_path: Path) -> None:
 def test_evaluation_table_shows_dashes_the_ik_reference_apart_and_the_files_written(run_copy: Path) -> None:
     """No ``nan`` in the table (a dash: no time to reach without a goal reached); the PyBullet IK solve time is a
     reference line under the table, not a row under the policy; one line lists the files written (plots and the
-    comparison figure included)."""
+    comparison figure included); each eval file says its seconds per step."""
     overrides = ["controller=[policy,jacobian]", "n_episodes=2", "plots=true", "wandb.mode=disabled"]
     result = run_evaluate(run_copy.parent, f"run={run_copy}", *overrides)
     check_ok(result)
@@ -121,3 +127,84 @@ def test_evaluation_table_shows_dashes_the_ik_reference_apart_and_the_files_writ
     assert names[:4] == ["eval_policy.json", "eval_jacobian.json", "eval_table.json", "eval_table.csv"]
     assert {"eval_policy_goals.png", "eval_jacobian_distance.png", "eval_comparison.png"} <= set(names)
     assert all((run_copy / name).is_file() for name in names)
+    env = make_env(OmegaConf.load(run_copy / ".hydra" / "config.yaml").env)
+    assert read_json(run_copy / "eval_jacobian.json")["dt"] == env.unwrapped.dt  # seconds per step of "distances"
+    env.close()
+
+
+def test_video_shows_the_floor_the_goal_and_an_overlay(tmp_path: Path) -> None:
+    """A Jacobian episode on the planar arm filmed as evaluate.py films it: the arm stands on a floor (the frame's
+    lower half is not the white void it was), the goal is a green ball, and the top-left corner holds the step,
+    distance and success text on a dark box, which changes as the episode goes."""
+    env = make_env(OmegaConf.create({"id": "PlanarArmReach-v0", "max_episode_steps": 40}), render_mode="rgb_array")
+    try:
+        path = record_episodes(env, JacobianController(env.unwrapped), [7], tmp_path / "episode.mp4")
+    finally:
+        env.close()
+    frames = iio.imread(path).astype(int)  # (40, h, w, 3), lossy mp4: colours within a few units
+    first, last = frames[0], frames[-1]
+    lower = last[last.shape[0] // 2 :]
+    assert (lower.min(axis=-1) > 235).mean() < 0.7  # floor tiles, not only white
+    red, green, blue = last[..., 0], last[..., 1], last[..., 2]
+    assert ((green > 170) & (red < 110) & (blue < 130)).sum() >= 10  # the goal marker
+    corner = last[:50, :150]
+    assert (corner.max(axis=-1) < 110).mean() > 0.4 and (corner.min(axis=-1) > 200).sum() > 50  # dark box, white text
+    assert np.abs(first[:50, :150] - corner).mean() > 3  # the text follows the episode
+
+
+def test_plots_mark_success_and_miss_the_base_and_compare_controllers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The goals plot: a dot per reached goal, a cross per missed one, the robot base as a square, in each view; the
+    comparison figure: one median line (with its band) and one success line per controller."""
+    figures = []
+    monkeypatch.setattr(evaluation, "_save", lambda figure, path: figures.append(figure) or Path(path))
+    results = [
+        EpisodeResult(seed=i, goal=[0.1 * i, 0.2, 0.1 + 0.05 * i], success=i < 2, final_distance=[0.005, 0.008, 0.3][i],
+                      time_to_reach=0.1, fell=False, unstable=False, episode_return=-1.0, mean_abs_torque=0.1,
+                      steps=3, distances=[0.4, 0.1, [0.005, 0.008, 0.3][i]])
+        for i in range(3)
+    ]  # fmt: skip
+    evaluation.plot_goals(results, 0.01, np.array([0.0, 0.0, 0.1]), tmp_path / "goals.png")
+    goals_figure = figures.pop()
+    views = [axes for axes in goals_figure.axes if axes.get_label() != "<colorbar>"]
+    assert len(views) == 2  # top view x-y, side view x-z (the goals are not in one horizontal plane)
+    for axes in views:
+        assert [len(c.get_offsets()) for c in axes.collections] == [2, 1, 1]  # success, miss, base
+    labels = views[0].get_legend_handles_labels()[1]
+    assert labels == ["success (2)", "miss (1)", "robot base"]
+    distances = {"policy": [r.distances for r in results], "jacobian": [[0.4, 0.005], [0.3, 0.2, 0.009]]}
+    evaluation.plot_comparison(distances, 0.1, 0.01, tmp_path / "comparison.png")
+    error_axes, success_axes = figures.pop().axes
+    assert [line.get_label() for line in error_axes.get_lines()] == ["policy", "jacobian", "success threshold 0.01 m"]
+    assert len(error_axes.collections) == 2  # an interquartile band per controller
+    assert [line.get_label() for line in success_axes.get_lines()] == ["policy", "jacobian"]
+    assert list(success_axes.get_lines()[1].get_ydata()) == [0.0, 0.5, 1.0]  # the shorter episode held at its end
+
+
+@pytest.mark.parametrize(
+    "env_config",
+    [
+        {"id": "PlanarArmReach-v0", "max_episode_steps": 50},
+        {
+            "id": "ArmReach-v0",
+            "max_episode_steps": 50,
+            "urdf": "kuka_iiwa/model.urdf",
+            "end_effector": "lbr_iiwa_link_7",
+        },
+    ],
+)
+def test_the_floor_of_a_rendered_arm_changes_nothing(env_config: dict[str, Any]) -> None:
+    """The floor shown under a rendered fixed-base arm is only seen: the same seed and actions give the same
+    observations rendered or not."""
+    observations = []
+    for render_mode in (None, "rgb_array"):
+        env = make_env(OmegaConf.create(env_config), render_mode=render_mode)
+        try:
+            steps = [env.reset(seed=3)[0]]
+            actions = np.random.default_rng(0).uniform(-1, 1, (30, *env.action_space.shape))
+            steps += [env.step(action)[0] for action in actions]
+        finally:
+            env.close()
+        observations.append(np.array(steps))
+    np.testing.assert_array_equal(*observations)
