@@ -6,6 +6,7 @@
     python evaluate.py run=<run dir> video=true plots=true            # + eval_<controller>.mp4 and PNGs
     python evaluate.py sweep=multirun/<date>                          # every job, ranked (+ CSV)
     python evaluate.py run=<run dir> export=true                      # policy.npz + policy.onnx of its model
+    python evaluate.py run=<run dir> watch=true [controller=jacobian]  # in PyBullet's window (rlik-enjoy run=...)
 
 The env is rebuilt from the run's .hydra/config.yaml (env.* overrides on top). Writes
 <run dir>/eval_<controller>.json: the summary (distances m, times s, torques N m, compute times
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import secrets
 import shutil
 import sys
 import time
@@ -31,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from envs.session import display_available
 from pipeline import checkpoints
 from pipeline.cli import exit_bad_input, run_main
 from pipeline.config import (
@@ -68,6 +71,7 @@ from pipeline.lean import LeanPolicy, stack_observations
 from pipeline.loading import load_model, model_file, run_config
 from pipeline.sweeps import configuration_table, flatten, swept_keys
 from pipeline.tracking import STEP_METRIC, experiment_group, experiment_tags, goal_table, init_run
+from pipeline.watch import parse_goals, watch
 
 # Classical controllers (the names of pipeline/config.py's CONTROLLERS but "policy"): name -> (class in
 # pipeline/controllers.py, the config node of its gains).
@@ -269,6 +273,28 @@ def export_run(cfg: DictConfig, run_dir: Path) -> None:
         print(f"policy.onnx not written: {error}")
 
 
+def watch_run(cfg: DictConfig, run_dir: Path) -> None:
+    """``watch=true``: each controller in PyBullet's window on ``watch_goals``, or on ``watch_episodes`` random goals
+    from ``goal_seed`` (unset: a new seed, printed so that the same goals can be shown again)."""
+    if not display_available():
+        exit_bad_input(
+            "watch=true opens PyBullet's window, but there is no display ($DISPLAY is unset); write a video "
+            f"instead: python evaluate.py run={run_dir} video=true (eval_<controller>.mp4 in the run directory)."
+        )
+    train_cfg = run_config(run_dir, cfg.env)
+    seed = secrets.randbelow(1_000_000) if cfg.goal_seed is None else cfg.goal_seed
+    env = make_env(train_cfg.env, render_mode="human")
+    try:
+        goal_dim = env.unwrapped.task.goal_dim
+        goals = [None] * cfg.watch_episodes if cfg.watch_goals is None else parse_goals(cfg.watch_goals, goal_dim)
+        controllers = {name: controller_for(cfg, name, run_dir, train_cfg, env) for name in controller_names(cfg)}
+        chosen = "the goals of watch_goals" if cfg.watch_goals is not None else f"random goals from goal_seed={seed}"
+        print(f"{run_dir}: {train_cfg.env.id}, {', '.join(controllers)} on {chosen}, {cfg.watch_speed:g} x real time")
+        watch(env, controllers, goals, seed, cfg.watch_speed)
+    finally:
+        env.close()
+
+
 def comparison_table(
     run_dir: Path, goal_seed: int, n_episodes: int, reports: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
@@ -441,6 +467,8 @@ def main(cfg: DictConfig) -> None:
             evaluate_sweep(cfg, Path(cfg.sweep))
         elif cfg.export:
             export_run(cfg, run_dir)
+        elif cfg.watch:
+            watch_run(cfg, run_dir)
         else:
             evaluate_run(cfg, run_dir)
     except (ValueError, OSError, ImportError) as error:
@@ -467,6 +495,12 @@ def cli() -> None:
             file=sys.stderr,
         )
         sys.exit(interrupted.exit_code)
+
+
+def enjoy() -> None:
+    """The ``rlik-enjoy`` console script: ``evaluate.py watch=true`` (rl-baselines3-zoo's ``enjoy``)."""
+    sys.argv.insert(1, "watch=true")
+    cli()
 
 
 if __name__ == "__main__":

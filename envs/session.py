@@ -24,6 +24,11 @@ import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 
+def display_available() -> bool:
+    """Whether PyBullet's GUI can open a window: an X display on Linux (``$DISPLAY``); macOS and Windows have one."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY"))
+
+
 def package_data_dir(package: str, name: str) -> Path:
     """The data directory ``name`` of ``package``, in either layout of this project.
 
@@ -270,7 +275,7 @@ class PyBulletSession:
 
     def __init__(self, timestep: float = 1.0 / 240.0, gravity: float = 9.81, gui: bool = False) -> None:
         self.timestep = timestep
-        if gui and not os.environ.get("DISPLAY"):
+        if gui and not display_available():
             # PyBullet's GUI blocks forever without an X server; stay headless instead.
             warnings.warn("render_mode='human' needs a display (DISPLAY is unset); running headless.", stacklevel=3)
             gui = False

@@ -433,6 +433,12 @@ class EvaluateConfig:
     video_episodes: int = 3
     plots: bool = False  # eval_<controller>_distance.png and eval_<controller>_goals.png
     export: bool = False  # instead of evaluating: the model's actor as policy.npz (numpy only) and policy.onnx
+    # watch=true (rlik-enjoy), instead of evaluating: each controller in PyBullet's window, on random goals from
+    # goal_seed (unset: a new seed, printed) or on watch_goals ([[x,y,z],...], m; one x,y,z per end effector).
+    watch: bool = False
+    watch_episodes: int = 5
+    watch_goals: Optional[list[Any]] = None  # noqa: UP045
+    watch_speed: float = 1.0  # simulated time per wall-clock time: 1 is real time, 0.5 slow motion
     torch_threads: int = 1
     wandb: WandbConfig = field(default_factory=WandbConfig)  # the run's own values, the command line's on top
 
@@ -467,6 +473,14 @@ def validate_evaluate_config(cfg: Any) -> None:
         raise ValueError(f"unknown model '{cfg.model}'; choose model= one of {(*MODELS, 'latest')}.")
     if cfg.n_episodes < 1 or cfg.video_episodes < 1:
         raise ValueError(f"n_episodes and video_episodes must be >= 1, got {cfg.n_episodes}, {cfg.video_episodes}.")
+    if cfg.watch and (cfg.sweep or cfg.export):
+        raise ValueError("watch=true shows one run's controllers: give it with run= or checkpoint=, without sweep=.")
+    if cfg.watch_episodes < 1 or not cfg.watch_speed > 0:
+        raise ValueError(
+            f"watch_episodes must be >= 1 and watch_speed > 0, got {cfg.watch_episodes}, {cfg.watch_speed}."
+        )
+    if cfg.watch_goals is not None and not cfg.watch:
+        raise ValueError("watch_goals= chooses the goals of watch=true; add watch=true (or run rlik-enjoy).")
     if cfg.export and (cfg.sweep or names != ["policy"]):
         raise ValueError("export=true writes a run's policy: give it with run= or checkpoint=, controller=policy.")
     if cfg.sweep and (cfg.run or cfg.checkpoint):

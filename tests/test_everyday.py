@@ -16,12 +16,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline import evaluation
+from pipeline.config import EvaluateConfig, validate_evaluate_config
 from pipeline.controllers import JacobianController
 from pipeline.evaluation import EpisodeResult, record_episodes
 from pipeline.factory import make_env
 from pipeline.loading import load_policy
 from pipeline.plot import PNG_NAME, configurations, find_runs, learning_figure, load_run
-from tests.conftest import check_ok, error_lines, read_json, run_command, run_evaluate
+from pipeline.watch import parse_goals
+from tests.conftest import EVALUATE, check_ok, error_lines, read_json, run_command, run_evaluate
 
 
 @pytest.fixture
@@ -180,6 +182,65 @@ def test_plots_mark_success_and_miss_the_base_and_compare_controllers(
     assert len(error_axes.collections) == 2  # an interquartile band per controller
     assert [line.get_label() for line in success_axes.get_lines()] == ["policy", "jacobian"]
     assert list(success_axes.get_lines()[1].get_ydata()) == [0.0, 0.5, 1.0]  # the shorter episode held at its end
+
+
+def test_watch_settings_are_checked() -> None:
+    """watch_goals: one goal or a list of them, each x, y, z per end effector; the keys belong to watch=true."""
+    assert [list(goal) for goal in parse_goals([0.3, 0.2, 0.1], 3)] == [[0.3, 0.2, 0.1]]
+    assert len(parse_goals([[0.3, 0.2, 0.1, 0.1, 0.2, 0.3]] * 2, 6)) == 2
+    for bad in ([[0.3, 0.2]], [[0.3, 0.2, "x"]], [], [[0.3, 0.2, float("nan")]]):
+        with pytest.raises(ValueError, match=r"^watch_goals=.*e\.g\. watch_goals=\[\[0\.3,0\.3,0\.3\]\]"):
+            parse_goals(bad, 3)
+    cfg = OmegaConf.structured(EvaluateConfig(run="run"))
+    validate_evaluate_config(cfg)
+    for key, value, message in [
+        ("watch_goals", [[0.3, 0.2, 0.1]], "add watch=true"),
+        ("watch_speed", 0.0, "watch_speed > 0"),
+        ("export", True, "without sweep="),
+    ]:
+        bad = cfg.copy()
+        bad.watch = key != "watch_goals"
+        bad[key] = value
+        with pytest.raises(ValueError, match=message):
+            validate_evaluate_config(bad)
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="macOS and Windows always have a display")
+def test_watch_without_a_display_is_one_line(run_copy: Path) -> None:
+    result = run_command([sys.executable, str(EVALUATE), f"run={run_copy}", "watch=true"], run_copy, DISPLAY="")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "no display ($DISPLAY is unset)" in line and f"python evaluate.py run={run_copy} video=true" in line
+
+
+@pytest.mark.skipif(
+    shutil.which("xvfb-run") is None,
+    reason="xvfb-run is absent (Debian/Ubuntu: apt-get install xvfb); .ci/run installs it",
+)
+def test_watch_opens_pybullet_window_under_a_virtual_display(run_copy: Path) -> None:
+    """rlik-enjoy (evaluate.py watch=true) in PyBullet's GUI under Xvfb: the policy, then the Jacobian controller, on
+    a chosen goal, one line per episode; then random goals from a printed seed."""
+    enjoy = "import sys, evaluate; sys.argv[0] = 'rlik-enjoy'; evaluate.enjoy()"
+    fast = ["env.max_episode_steps=4", "watch_speed=100"]
+    chosen = ["controller=[policy,jacobian]", "watch_goals=[0.3,0.2,0.1]"]
+    result = run_command(
+        ["xvfb-run", "-a", sys.executable, "-c", enjoy, f"run={run_copy}", *chosen, *fast], run_copy, timeout=600
+    )
+    check_ok(result)
+    assert f"{run_copy}: PlanarArmReach-v0, policy, jacobian on the goals of watch_goals" in result.stdout
+    episodes = [line for line in result.stdout.splitlines() if " m reached, " in line or " m missed, " in line]
+    assert [line.split(": goal ")[0] for line in episodes] == ["policy 1/1", "jacobian 1/1"], result.stdout
+    assert all("goal (0.300, 0.200, 0.100) m" in line and line.endswith("after 4 steps") for line in episodes)
+    result = run_command(["xvfb-run", "-a", sys.executable, str(EVALUATE), f"run={run_copy}", "watch=true",
+                          "controller=jacobian", "watch_episodes=2", *fast], run_copy, timeout=600)  # fmt: skip
+    check_ok(result)
+    seed = int(result.stdout.split("random goals from goal_seed=")[1].split(",")[0])
+    episodes = [line for line in result.stdout.splitlines() if line.startswith("jacobian ")]
+    assert [line.split(": goal ")[0] for line in episodes] == ["jacobian 1/2", "jacobian 2/2"], result.stdout
+    env = make_env(OmegaConf.load(run_copy / ".hydra" / "config.yaml").env)
+    env.reset(seed=seed)  # the first goal is the one evaluate.py goal_seed=<seed> starts with
+    assert f"goal ({', '.join(f'{x:.3f}' for x in env.unwrapped.task.goal)}) m" in episodes[0]
+    env.close()
 
 
 @pytest.mark.parametrize(
