@@ -12,6 +12,7 @@ from typing import Any
 import imageio.v3 as iio
 import matplotlib.pyplot as plt
 import numpy as np
+import pybullet
 import pytest
 from omegaconf import OmegaConf
 
@@ -22,7 +23,7 @@ from pipeline.evaluation import EpisodeResult, record_episodes
 from pipeline.factory import make_env
 from pipeline.loading import load_policy
 from pipeline.plot import PNG_NAME, configurations, find_runs, learning_figure, load_run
-from pipeline.watch import parse_goals
+from pipeline.watch import parse_goals, watch
 from tests.conftest import EVALUATE, check_ok, error_lines, read_json, run_command, run_evaluate
 
 
@@ -269,3 +270,23 @@ def test_the_floor_of_a_rendered_arm_changes_nothing(env_config: dict[str, Any])
             env.close()
         observations.append(np.array(steps))
     np.testing.assert_array_equal(*observations)
+
+
+def test_watch_stops_in_one_line_when_the_window_is_closed(capsys: pytest.CaptureFixture[str]) -> None:
+    """The user closes PyBullet's window mid-episode (here: its physics server disconnected, the env still open):
+    ``watch`` stops with one line instead of PyBullet's "Not connected to physics server"."""
+    env = make_env(OmegaConf.create({"id": "PlanarArmReach-v0", "max_episode_steps": 10}))
+    client = env.unwrapped.session.client
+    calls = []
+
+    def controller(observation: np.ndarray) -> np.ndarray:
+        calls.append(observation)
+        if len(calls) == 3:
+            pybullet.disconnect(physicsClientId=client._client)  # as the window's close button does
+        return np.zeros(2)
+
+    try:
+        assert watch(env, {"policy": controller}, [None, None], seed=0, speed=1000.0) == 0
+    finally:
+        env.close()
+    assert capsys.readouterr().out == "the window was closed: stopped after 0 episodes.\n"
