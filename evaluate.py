@@ -1,11 +1,12 @@
 """Evaluate a saved policy, or the classical Jacobian controller, on a fixed, seeded set of goals.
 
-    python evaluate.py run=outputs/<date>/<run>                       # best_model.zip on 200 held-out goals
+    python evaluate.py run=outputs/<date>/<run>                       # final_model.zip on 200 held-out goals
     python evaluate.py run=<run dir> controller=jacobian              # classical baseline, same env, same goals
     python evaluate.py checkpoint=<run dir>/checkpoints/step_<N>/model.zip env.success_threshold=0.005
     python evaluate.py run=<run dir> video=true plots=true            # + eval_<controller>.mp4 and PNGs
     python evaluate.py sweep=multirun/<date>                          # every job, ranked (+ CSV)
     python evaluate.py run=<run dir> export=true                      # policy.npz + policy.onnx of its model
+    python evaluate.py run=<run dir> watch=true [controller=jacobian]  # in PyBullet's window (rlik-enjoy run=...)
 
 The env is rebuilt from the run's .hydra/config.yaml (env.* overrides on top). Writes
 <run dir>/eval_<controller>.json: the summary (distances m, times s, torques N m, compute times
@@ -15,7 +16,8 @@ microseconds) and one row per episode; prints it beside the other controllers' e
 from __future__ import annotations
 
 import csv
-import json
+import math
+import secrets
 import shutil
 import sys
 import time
@@ -31,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from envs.session import display_available
 from pipeline import checkpoints
 from pipeline.cli import exit_bad_input, run_main
 from pipeline.config import (
@@ -53,6 +56,7 @@ from pipeline.evaluation import (
     Controller,
     episode_rows,
     evaluate,
+    plot_comparison,
     plot_distances,
     plot_goals,
     policy_controller,
@@ -65,8 +69,9 @@ from pipeline.factory import make_env
 from pipeline.interrupts import Interrupted, SignalStop
 from pipeline.lean import LeanPolicy, stack_observations
 from pipeline.loading import load_model, model_file, run_config
-from pipeline.sweeps import configuration_table
-from pipeline.tracking import STEP_METRIC, goal_table, init_run
+from pipeline.sweeps import configuration_table, flatten, swept_keys
+from pipeline.tracking import STEP_METRIC, experiment_group, experiment_tags, goal_table, init_run
+from pipeline.watch import parse_goals, watch
 
 # Classical controllers (the names of pipeline/config.py's CONTROLLERS but "policy"): name -> (class in
 # pipeline/controllers.py, the config node of its gains).
@@ -77,7 +82,7 @@ CLASSICAL = {
     "pybullet_ik": (PyBulletIKController, "pybullet_ik"),
 }
 # The keys of an eval_<controller>.json that say what was evaluated; the others summarise how it went.
-REPORT_CONTEXT = ("controller", "checkpoint", "env", "goal_seed", "episodes")
+REPORT_CONTEXT = ("controller", "checkpoint", "env", "goal_seed", "dt", "episodes")
 # Rows of the printed table: (summary key, label, format).
 TABLE = [
     ("success_rate", "success rate", "{:.1%}"),
@@ -99,9 +104,11 @@ TABLE = [
     ("sb3_predict_time_us_mean", "SB3 predict (us)", "{:.0f}"),
     ("lean_action_max_difference", "max |lean - predict|", "{:.1e}"),
     ("solve_time_us_mean", "IK solve (us)", "{:.0f}"),
-    ("ik_time_us_mean", "PyBullet IK solve (us)", "{:.0f}"),
     ("n_episodes", "episodes", "{}"),
 ]
+# Every eval_<controller>.json also times one PyBullet IK solve on its goals: a reference beside the table, not a
+# controller's own figure (the policy solves no IK).
+REFERENCE_IK_TIME = "ik_time_us_mean"
 
 
 register_evaluate_config()
@@ -166,7 +173,20 @@ def evaluate_run(cfg: DictConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
         print(f"{run_dir}: {train_cfg.env.id}, {name} on {cfg.n_episodes} goals from seed {goal_seed}")
     table = comparison_table(run_dir, goal_seed, cfg.n_episodes, reports)
     print(format_table(["metric", *table["controllers"]], table_rows(table)))  # before any write can fail
-    save_evaluation(run_dir, reports, table)
+    if table[REFERENCE_IK_TIME] is not None:
+        print(
+            f"for reference, one PyBullet IK solve (calculateInverseKinematics) on these goals: {table[REFERENCE_IK_TIME]:.0f} us"
+        )
+    written = save_evaluation(run_dir, reports, table) + [path for files in media.values() for path in files.values()]
+    if cfg.plots and len(reports) > 1:  # the controllers of this command in one figure
+        first = next(iter(reports.values()))
+        distances = {name: [e["distances"] for e in r["episodes"]] for name, r in reports.items()}
+        threshold, title = (
+            train_cfg.env.success_threshold,
+            f"{train_cfg.env.id}: {', '.join(reports)} on the same goals",
+        )
+        written.append(plot_comparison(distances, first["dt"], threshold, run_dir / "eval_comparison.png", title))
+    print(f"wrote in {run_dir}: {', '.join(path.name for path in written)}")
     summaries = {name: {k: v for k, v in r.items() if k not in REPORT_CONTEXT} for name, r in reports.items()}
     log_to_wandb(cfg, train_cfg, run_dir, summaries, {name: r["episodes"] for name, r in reports.items()}, media)
     return summaries
@@ -184,6 +204,8 @@ def evaluate_controller(
         else:
             controller = controller_for(cfg, name, run_dir, train_cfg, env)
         results = evaluate(env, controller, cfg.n_episodes, goal_seed)
+        env.reset(seed=goal_seed)
+        base = env.unwrapped.robot.link_position(-1)  # the robot's base at its start pose, m, for the goals plot
         summary = {
             **summarise(results),
             "ik_time_us_mean": inverse_kinematics_time_us(env.unwrapped, [r.goal for r in results]),
@@ -199,17 +221,20 @@ def evaluate_controller(
         "checkpoint": str(model_path(cfg, run_dir)) if name == "policy" else None,
         "env": OmegaConf.to_container(train_cfg.env, resolve=True),
         "goal_seed": goal_seed,
+        "dt": env.unwrapped.dt,  # seconds per env step: per step, the interval of the episodes' distances
         **summary,
         "episodes": episode_rows(results),
     }
     stem = f"eval_{name}"
 
-    dt, threshold = env.unwrapped.dt, train_cfg.env.success_threshold
+    threshold = train_cfg.env.success_threshold
     media: dict[str, Path] = {}
     if cfg.plots:
         title = f"{train_cfg.env.id}, {name}"
-        media["distance_plot"] = plot_distances(results, dt, threshold, run_dir / f"{stem}_distance.png", title)
-        media["goals_plot"] = plot_goals(results, threshold, run_dir / f"{stem}_goals.png", title)
+        media["distance_plot"] = plot_distances(
+            results, report["dt"], threshold, run_dir / f"{stem}_distance.png", title
+        )
+        media["goals_plot"] = plot_goals(results, threshold, base, run_dir / f"{stem}_goals.png", title)
     if cfg.video:
         render_env = make_env(train_cfg.env, render_mode="rgb_array")
         try:
@@ -248,11 +273,34 @@ def export_run(cfg: DictConfig, run_dir: Path) -> None:
         print(f"policy.onnx not written: {error}")
 
 
+def watch_run(cfg: DictConfig, run_dir: Path) -> None:
+    """``watch=true``: each controller in PyBullet's window on ``watch_goals``, or on ``watch_episodes`` random goals
+    from ``goal_seed`` (unset: a new seed, printed so that the same goals can be shown again)."""
+    if not display_available():
+        exit_bad_input(
+            "watch=true opens PyBullet's window, but there is no display ($DISPLAY is unset); write a video "
+            f"instead: python evaluate.py run={run_dir} video=true (eval_<controller>.mp4 in the run directory)."
+        )
+    train_cfg = run_config(run_dir, cfg.env)
+    seed = secrets.randbelow(1_000_000) if cfg.goal_seed is None else cfg.goal_seed
+    env = make_env(train_cfg.env, render_mode="human")
+    try:
+        goal_dim = env.unwrapped.task.goal_dim
+        goals = [None] * cfg.watch_episodes if cfg.watch_goals is None else parse_goals(cfg.watch_goals, goal_dim)
+        controllers = {name: controller_for(cfg, name, run_dir, train_cfg, env) for name in controller_names(cfg)}
+        chosen = "the goals of watch_goals" if cfg.watch_goals is not None else f"random goals from goal_seed={seed}"
+        print(f"{run_dir}: {train_cfg.env.id}, {', '.join(controllers)} on {chosen}, {cfg.watch_speed:g} x real time")
+        watch(env, controllers, goals, seed, cfg.watch_speed)
+    finally:
+        env.close()
+
+
 def comparison_table(
     run_dir: Path, goal_seed: int, n_episodes: int, reports: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """``reports`` beside the run's other eval_<controller>.json on the same goals: {"goal_seed", "metrics":
-    the table's metric keys, "controllers": controller -> metric -> value (None where it has none)}."""
+    the table's metric keys, "controllers": controller -> metric -> value (None where it has none), and
+    ``REFERENCE_IK_TIME``: the mean time of one PyBullet IK solve on these goals (us; None in older files)}."""
     merged = {}
     for name in CONTROLLERS:
         path = run_dir / f"eval_{name}.json"
@@ -271,7 +319,9 @@ def comparison_table(
     reached = list(dict.fromkeys(key for r in merged.values() for key in r if key.startswith(REACHED)))
     metrics[1:1] = reached
     values = {name: {key: r.get(key) for key in metrics} for name, r in merged.items()}
-    return {"goal_seed": goal_seed, "metrics": metrics, "controllers": values}
+    ik_times = [r[REFERENCE_IK_TIME] for r in merged.values() if r.get(REFERENCE_IK_TIME) is not None]
+    reference = float(np.mean(ik_times)) if ik_times else None
+    return {"goal_seed": goal_seed, "metrics": metrics, "controllers": values, REFERENCE_IK_TIME: reference}
 
 
 def table_rows(table: dict[str, Any]) -> list[list[str]]:
@@ -285,17 +335,20 @@ def table_rows(table: dict[str, Any]) -> list[list[str]]:
         }
     )
     return [
-        [
-            formats[key][0],
-            *("-" if r[key] is None else formats[key][1].format(r[key]) for r in table["controllers"].values()),
-        ]
+        [formats[key][0], *(cell(r[key], formats[key][1]) for r in table["controllers"].values())]
         for key in table["metrics"]
     ]
 
 
-def save_evaluation(run_dir: Path, reports: dict[str, dict[str, Any]], table: dict[str, Any]) -> None:
+def cell(value: Any, form: str) -> str:
+    """A printed value; a dash where there is none: None (a metric the controller lacks, null in a file) or NaN (a
+    mean over no episodes, e.g. the time to reach when no goal was reached)."""
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else form.format(value)
+
+
+def save_evaluation(run_dir: Path, reports: dict[str, dict[str, Any]], table: dict[str, Any]) -> list[Path]:
     """eval_<controller>.json for each report, and the table as eval_table.json and .csv; a write that fails
-    (read-only directory, full disk) is one line naming its file."""
+    (read-only directory, full disk) is one line naming its file. Returns the files written."""
     csv_rows = [["controller", *table["metrics"]], *([n, *r.values()] for n, r in table["controllers"].items())]
     path = run_dir
     try:
@@ -311,6 +364,7 @@ def save_evaluation(run_dir: Path, reports: dict[str, dict[str, Any]], table: di
             f"cannot write {path} ({error.strerror}): the results above are not saved; make {run_dir} writable, "
             "or copy the run directory and evaluate the copy."
         ) from None
+    return [run_dir / f"eval_{name}.json" for name in reports] + [run_dir / "eval_table.json", path]
 
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
@@ -348,8 +402,9 @@ def log_to_wandb(
     run_info = checkpoints.read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     run_id = run_info.get("wandb_run_id")
     config = None if run_id else OmegaConf.to_container(train_cfg, resolve=True)
-    group = run_info.get("wandb_group") or None
-    run = init_run(wandb_cfg, config, str(run_dir), run_id, group, job_type="eval", latest=run_id is None)
+    group = run_info.get("wandb_group") or experiment_group(train_cfg)
+    tags = experiment_tags(train_cfg)
+    run = init_run(wandb_cfg, config, str(run_dir), run_id, group, job_type="eval", latest=run_id is None, tags=tags)
     if run is None:
         return
     logged: dict[str, Any] = {}
@@ -398,11 +453,11 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
         flatten(OmegaConf.to_container(checkpoints.read_yaml(job / ".hydra" / "config.yaml"), resolve=True))
         for job in jobs
     ]
-    keys = sorted({k for c in configs for k in c if len({json.dumps(x.get(k)) for x in configs}) > 1})
+    keys = swept_keys(configs)
     ranked = sorted(zip(jobs, configs, summaries), key=lambda j: (-j[2]["success_rate"], j[2]["final_distance_mean"]))
     metrics = ["success_rate", "final_distance_median", "final_distance_mean", "fall_rate", "episode_return_mean"]
     rows = [
-        [i + 1, job.name, *(c.get(k) for k in keys), *(f"{s[m]:.4g}" for m in metrics)]
+        [i + 1, job.name, *(c.get(k) for k in keys), *(cell(s[m], "{:.4g}") for m in metrics)]
         for i, (job, c, s) in enumerate(ranked)
     ]
     headers = ["rank", "job", *keys, *metrics]
@@ -421,17 +476,6 @@ def evaluate_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
         print(f"\nnot ranked ({len(unranked)}):\n" + "\n".join(f"  {line}" for line in unranked))
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
@@ -442,6 +486,8 @@ def main(cfg: DictConfig) -> None:
             evaluate_sweep(cfg, Path(cfg.sweep))
         elif cfg.export:
             export_run(cfg, run_dir)
+        elif cfg.watch:
+            watch_run(cfg, run_dir)
         else:
             evaluate_run(cfg, run_dir)
     except (ValueError, OSError, ImportError) as error:
@@ -471,6 +517,12 @@ def cli() -> None:
         sys.exit(interrupted.exit_code)
     finally:
         stop.uninstall()
+
+
+def enjoy() -> None:
+    """The ``rlik-enjoy`` console script: ``evaluate.py watch=true`` (rl-baselines3-zoo's ``enjoy``)."""
+    sys.argv.insert(1, "watch=true")
+    cli()
 
 
 if __name__ == "__main__":

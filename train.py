@@ -43,12 +43,15 @@ from pipeline.factory import (
 )
 from pipeline.interrupts import Interrupted, StopOnSignal
 from pipeline.launchers import job_torch_threads
+from pipeline.logs import job_prefix, say, set_console_prefix
 from pipeline.resume import check_resume_argument, grow_replay_buffer, load_newest_checkpoint, resumed_config
 from pipeline.tracking import (
     STEP_METRIC,
     ContinuedCSVOutputFormat,
     LineOutputFormat,
     WandbOutputFormat,
+    experiment_group,
+    experiment_tags,
     goal_table,
     init_run,
     log_model,
@@ -129,6 +132,14 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     # 0. Leftovers of writes cut short by a dead trainer or evaluation; under the run lock, so no live writer's.
     for directory in (run_dir, run_dir / "checkpoints"):
         checkpoints.remove_stale_temporaries(directory)
+    hydra_cfg = HydraConfig.get()
+    # A sweep job's swept values (``{"seed": 1}``). Jobs side by side under joblib (its launcher has n_jobs) print
+    # into one console: each line says whose it is. Other launchers give each job its own log file, or one at a time.
+    swept = {}
+    if multirun:
+        swept = swept_values(list(hydra_cfg.overrides.task), Path(hydra_cfg.sweep.dir), hydra_cfg.sweeper.get("params"))
+    if multirun and "n_jobs" in hydra_cfg.launcher:
+        set_console_prefix(job_prefix(hydra_cfg.job.num, swept))
 
     # 1. Configuration: a resumed run continues with its own config and the state of its newest checkpoint.
     changed = {}
@@ -141,7 +152,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     # 2. Envs and model (fresh, or the newest checkpoint that reads whole, with its replay buffer and statistics).
     eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations in step 4, the final one in step 5
     if derived := derived_settings(eval_env):  # an arm's settings derived from its URDF: shown, and kept
-        print(derived_settings_text(cfg.env.urdf, derived), flush=True)
+        say(derived_settings_text(cfg.env.urdf, derived))
         check_learning_starts(cfg, eval_env.unwrapped.episode_steps)
         checkpoints.atomic_write_json(run_dir / "derived.json", derived)
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
@@ -155,11 +166,11 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         latest, model, average = load_newest_checkpoint(run_dir, cfg, env)
         env, state = model.get_env(), checkpoints.read_state(latest)  # env: in the checkpoint's statistics
         changes = "".join(f", algo.{key}={value}" for key, value in changed.items())
-        print(f"resumed from {latest} at step {model.num_timesteps}{changes}", flush=True)
+        say(f"resumed from {latest} at step {model.num_timesteps}{changes}")
         capacity = model.replay_buffer.buffer_size * model.replay_buffer.n_envs
         if grow_replay_buffer(model.replay_buffer, cfg.algo.buffer_size):  # an extended run keeps every transition
             model.buffer_size = cfg.algo.buffer_size  # what the next checkpoints' zips record
-            print(f"replay buffer grown from {capacity} to {cfg.algo.buffer_size} transitions", flush=True)
+            say(f"replay buffer grown from {capacity} to {cfg.algo.buffer_size} transitions")
     else:
         model = make_model(cfg, env)
         average = None
@@ -167,14 +178,14 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
             average = ActorAverage(int(cfg.algo.actor_average_start * cfg.total_timesteps))
 
     # 3. Tracking: wandb (offline unless logged in), CSV, and line logs (only the evaluations' beside a progress bar).
-    hydra_cfg = HydraConfig.get()
-    config, group = resolved_config(cfg), None
+    # A resumed run stays in its group; a new one joins its experiment's (env and algorithm).
+    run_info = checkpoints.read_json(run_dir / "run.json") if cfg.resume and (run_dir / "run.json").is_file() else {}
+    config, group = resolved_config(cfg), run_info.get("wandb_group") or experiment_group(cfg)
     if multirun:  # a sweep's jobs: one group, and the values this job was given, to filter and compare by
         group = f"sweep-{Path(hydra_cfg.sweep.dir).name}"
-        config["swept"] = swept_values(
-            list(hydra_cfg.overrides.task), Path(hydra_cfg.sweep.dir), hydra_cfg.sweeper.get("params")
-        )
-    run = init_run(cfg.wandb, config, str(run_dir), state.get("wandb_run_id"), group)
+        config["swept"] = swept
+    say(f"run directory: {run_dir}")
+    run = init_run(cfg.wandb, config, str(run_dir), state.get("wandb_run_id"), group, tags=experiment_tags(cfg))
     checkpoints.atomic_write_json(
         run_dir / "run.json", {"wandb_run_id": run.id if run else None, "wandb_group": run.group if run else None}
     )
@@ -217,7 +228,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         raise Interrupted(signum, last_checkpoint)
     if average and average.count:
         average.apply(model.policy.actor)
-        print(f"final model: the mean of {average.count} actors from step {average.first_step} on", flush=True)
+        say(f"final model: the mean of {average.count} actors from step {average.first_step} on")
     checkpoints.save_model(model, run_dir / "final_model.zip")
     if not (run_dir / "best_model.zip").exists():
         checkpoints.save_model(model, run_dir / "best_model.zip")
@@ -239,7 +250,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     }
     episodes = episode_rows(results)
     checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episodes})
-    print("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+    say("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     video = record_video(cfg, model, run_dir / "video.mp4") if cfg.wandb.video_episodes > 0 else None
     if run:
         run.summary.update({f"final/{k}": v for k, v in metrics.items()})
@@ -259,6 +270,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
         log_model(run, run_dir / "best_model.zip", "best", {**described, **best})
         run.finish()
     env.close()
+    say(f"run directory: {run_dir} (evaluate it with: python evaluate.py run={run_dir})")
     return metrics["success_rate"]
 
 

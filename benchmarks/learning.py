@@ -5,8 +5,9 @@ Trains ``python train.py <overrides> seed=S`` for each of ``--seeds`` (one after
 directories trained elsewhere (finished or still running). For each run, from the periodic held-out
 evaluations in progress.csv: the first env steps, and wall seconds in ``learn()`` (resumes included), at which
 ``eval/success_rate`` reached each threshold; from metrics.json: the final success rate, fall rate,
-median and 95th-percentile final distance, and the seconds in ``learn()``. Prints one row per run and a mean row, writes the rows as CSV and plots
-the learning curves (mean over seeds with the min-max band, up to the shortest run's last evaluation).
+median and 95th-percentile final distance, and the seconds in ``learn()``. Prints one row per run and a mean row,
+writes the rows as CSV and plots the learning curves with rlik-plot's figure (pipeline/plot.py: the mean over seeds
+with the 95 % bootstrap interval of the mean, up to the shortest run's last evaluation).
 
     python benchmarks/learning.py                                         # planar arm, seeds 0,1,2
     python benchmarks/learning.py --seeds 0,1 --jobs 2 env=humanoid total_timesteps=300000
@@ -17,68 +18,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-from _common import REPO, BenchmarkError, read_metrics, reject_overrides, run_cli, train
-from omegaconf import OmegaConf
+from _common import REPO, BenchmarkError, reject_overrides, run_cli, train
 
-matplotlib.use("Agg")  # headless: files only
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+sys.path.insert(0, str(REPO))  # pipeline/ is not an installed package: import it from the repo, as train.py does
+from pipeline.plot import Configuration, Run, learning_figure, load_run, save  # noqa: E402
 
 THRESHOLDS = (0.5, 0.9, 0.95)
 # metrics.json, in the table and CSV
 FINAL_KEYS = ("success_rate", "fall_rate", "final_distance_median", "final_distance_p95", "learn_seconds")
-# Run attribute -> progress.csv column, in the rows the periodic evaluation writes.
-EVAL_COLUMNS = {
-    "steps": "eval/env_steps",
-    "seconds": "eval/wall_seconds",
-    "success": "eval/success_rate",
-    "fall": "eval/fall_rate",
-}
-
-
-@dataclass
-class Run:
-    """A run's periodic evaluations (progress.csv) and, once finished, its final one (metrics.json)."""
-
-    path: Path
-    seed: int
-    env_id: str
-    steps: np.ndarray  # env steps at each periodic evaluation
-    seconds: np.ndarray  # wall seconds in learn() (resumes included), at each
-    success: np.ndarray
-    fall: np.ndarray
-    final: dict[str, Any] | None
-
-    def reached(self, threshold: float) -> tuple[int, float] | None:
-        """Env steps and wall seconds of the first evaluation with success >= ``threshold``."""
-        hits = np.flatnonzero(self.success >= threshold)
-        return (int(self.steps[hits[0]]), float(self.seconds[hits[0]])) if hits.size else None
-
-
-def load_run(path: Path) -> Run:
-    if not path.is_dir():
-        raise BenchmarkError(f"{path}: no such run directory.")
-    config, progress = path / ".hydra" / "config.yaml", path / "progress.csv"
-    for required in (config, progress):
-        if not required.is_file():
-            raise BenchmarkError(f"{path} is not a train.py run directory (no {required.relative_to(path)}).")
-    cfg = OmegaConf.load(config)
-    with open(progress, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get(EVAL_COLUMNS["success"])]
-    missing = [column for column in EVAL_COLUMNS.values() if rows and not rows[0].get(column)]
-    if missing:
-        raise BenchmarkError(f"{progress} has evaluation rows without {', '.join(missing)}.")
-    columns = {name: np.array([float(row[column]) for row in rows]) for name, column in EVAL_COLUMNS.items()}
-    final = read_metrics(path) if (path / "metrics.json").is_file() else None
-    return Run(path, int(cfg.seed), str(cfg.env.id), final=final, **columns)
 
 
 def train_seeds(seeds: list[int], overrides: list[str], runs_dir: Path, jobs: int) -> list[Path]:
@@ -165,34 +120,6 @@ def print_table(runs: list[Run]) -> None:
     print(line + finals([run.final for run in runs if run.final]))
 
 
-def plot(runs: list[Run], path: Path, title: str) -> bool:
-    """Success rate (and fall rate, if any evaluation saw a fall) against env steps; False if nothing to plot."""
-    runs = [run for run in runs if run.steps.size]
-    if not runs:
-        return False
-    end = min(run.steps[-1] for run in runs)  # every seed contributes to every point
-    grid = np.unique(np.concatenate([run.steps[run.steps <= end] for run in runs]))
-    panels = [("success", "eval/success_rate")]
-    if any(run.fall.any() for run in runs):
-        panels.append(("fall", "eval/fall_rate"))
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(7, 3.5 * len(panels)), squeeze=False)
-    for ax, (name, label) in zip(axes[:, 0], panels):
-        curves = np.array([np.interp(grid, run.steps, getattr(run, name)) for run in runs])
-        ax.plot(grid, curves.mean(axis=0), color="tab:blue", lw=2, label="mean")
-        low, high = curves.min(axis=0), curves.max(axis=0)
-        ax.fill_between(grid, low, high, color="tab:blue", alpha=0.25, label="min-max over seeds")
-        ax.set(ylabel=label, ylim=(-0.02, 1.02))
-        ax.grid(alpha=0.3)
-    for threshold in THRESHOLDS:
-        axes[0, 0].axhline(threshold, color="gray", lw=0.8, ls=":")
-    axes[0, 0].set_title(title)
-    axes[0, 0].legend(loc="best")
-    axes[-1, 0].set_xlabel("env steps")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return True
-
-
 def seed_list(text: str) -> list[int]:
     return [int(seed) for seed in text.split(",")]
 
@@ -224,7 +151,10 @@ def main() -> None:
         runs_dir = args.runs_dir or REPO / "outputs" / "learning" / time.strftime("%Y-%m-%d_%H-%M-%S")
         run_dirs = train_seeds(args.seeds, args.overrides, runs_dir, args.jobs)
         print(f"\nanalyse these runs again with --from-runs {runs_dir}/seed*\n")
-    runs = [load_run(path) for path in run_dirs]
+    try:
+        runs = [load_run(path) for path in run_dirs]
+    except ValueError as error:  # not a run directory
+        raise BenchmarkError(str(error)) from None
 
     tag = args.tag or runs[0].env_id
     out = args.out or REPO / "benchmarks" / "results" / f"learning_{tag}"
@@ -242,9 +172,14 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nwrote {csv_path}")
-    seeds = ", ".join(str(run.seed) for run in runs)
-    if plot(runs, png_path, f"{tag}: periodic held-out evaluation, seeds {seeds}"):
-        print(f"wrote {png_path}")
+    if evaluated := [run for run in runs if run.steps.size]:  # rlik-plot's figure, the seeds as one configuration
+        seeds = ", ".join(str(run.seed) for run in evaluated)
+        figure = learning_figure(
+            [Configuration(f"mean of seeds {seeds}", evaluated)], f"{tag}: periodic held-out evaluation"
+        )
+        for threshold in THRESHOLDS:
+            figure.axes[0].axhline(threshold, color="gray", lw=0.8, ls=":")
+        print(f"wrote {save(figure, png_path)}")
 
 
 if __name__ == "__main__":

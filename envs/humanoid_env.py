@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -195,10 +196,7 @@ class HumanoidReachEnv(UrdfReachEnv):
         # The robot keeps its balance reading for the task's info, which always follows.
         return np.concatenate([super()._robot_observation(), self.robot.balance_observation()])
 
-    def render(self) -> np.ndarray | None:
-        """RGB image of the standing robot, seen from the front left at chest height."""
-        self._check_open()
-        if self.render_mode == "rgb_array":
-            chest = self.robot.link_position(-1) + np.array([0.0, 0.0, 0.3])
-            return self.session.render(target=chest, distance=self.camera_distance, yaw=50.0, pitch=-15.0)
-        return None
+    def camera(self) -> dict[str, Any]:
+        """The standing robot, seen from the front left at chest height."""
+        chest = self.robot.link_position(-1) + np.array([0.0, 0.0, 0.3])
+        return {"target": chest, "distance": self.camera_distance, "yaw": 50.0, "pitch": -15.0}

@@ -165,6 +165,7 @@ class UrdfReachEnv(gym.Env):
         self.camera_distance = camera_distance
 
         self.session = PyBulletSession(timestep=timestep, gui=render_mode == "human")
+        self._gui_camera_aimed = False
         try:  # a constructor that fails leaves no physics server behind
             self._build_world()
             self.robot = self._make_robot(urdf, joints, fixed_base, base_position)
@@ -245,7 +246,10 @@ class UrdfReachEnv(gym.Env):
     # --- what a richer env (the humanoid) changes ----------------------------------------------
 
     def _build_world(self) -> None:
-        """Load what the robot stands in; nothing for a fixed-base arm."""
+        """Load what the robot stands in. A fixed-base arm needs nothing; a rendered one is shown on a floor, which
+        nothing touches (an arm whose links pass below its base moves as it does unrendered)."""
+        if self.render_mode is not None:
+            self.session.load_ground(collide=False)
 
     def _make_robot(
         self, urdf: str, joints: Sequence[str] | None, fixed_base: bool, base_position: Sequence[float]
@@ -339,6 +343,9 @@ class UrdfReachEnv(gym.Env):
         self.robot.reset(np.clip(self.initial_joint_positions + noise, *self.robot.joint_limits))
         for marker, position in zip(self.goal_markers, self.task.goal.reshape(-1, 3)):
             self.session.move_marker(marker, position)
+        if self.render_mode == "human" and not self._gui_camera_aimed:  # once: the user may move it after
+            self.session.aim_gui_camera(**self.camera())
+            self._gui_camera_aimed = True
         achieved = self.task.achieved_goal().astype(np.float32)
         observation = self._observation(achieved)  # before _info: the humanoid task's info reuses its balance reading
         return observation, self._info(self.task.distances(achieved, self._goal), torque_penalty=0.0)
@@ -402,10 +409,15 @@ class UrdfReachEnv(gym.Env):
             return {k: np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in observation.items()}
         return np.nan_to_num(observation, nan=0.0, posinf=0.0, neginf=0.0)
 
+    def camera(self) -> dict[str, Any]:
+        """Where the camera looks from (``PyBulletSession.render``'s keywords): the robot's base from above."""
+        return {"target": self.robot.link_position(-1), "distance": self.camera_distance}
+
     def render(self) -> np.ndarray | None:
+        """RGB frame (``rgb_array``); with ``human`` the GUI window shows the simulation itself: None."""
         self._check_open()
         if self.render_mode == "rgb_array":
-            return self.session.render(target=self.robot.link_position(-1), distance=self.camera_distance)
+            return self.session.render(**self.camera())
         return None
 
     def close(self) -> None:

@@ -24,6 +24,11 @@ import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 
+def display_available() -> bool:
+    """Whether PyBullet's GUI can open a window: an X display on Linux (``$DISPLAY``); macOS and Windows have one."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY"))
+
+
 def package_data_dir(package: str, name: str) -> Path:
     """The data directory ``name`` of ``package``, in either layout of this project.
 
@@ -271,7 +276,7 @@ class PyBulletSession:
 
     def __init__(self, timestep: float = 1.0 / 240.0, gravity: float = 9.81, gui: bool = False) -> None:
         self.timestep = timestep
-        if gui and not os.environ.get("DISPLAY"):
+        if gui and not display_available():
             # PyBullet's GUI blocks forever without an X server; stay headless instead.
             warnings.warn("render_mode='human' needs a display (DISPLAY is unset); running headless.", stacklevel=3)
             gui = False
@@ -328,9 +333,12 @@ class PyBulletSession:
                     f"PyBullet could not load URDF '{resolved}' ({err}); check links, joints and mesh paths."
                 ) from None
 
-    def load_ground(self) -> int:
-        """Add the flat ground plane of pybullet_data at z = 0."""
-        return self.client.loadURDF("plane.urdf")
+    def load_ground(self, collide: bool = True) -> int:
+        """Add the flat ground plane of pybullet_data at z = 0; with ``collide=False`` only to be seen."""
+        plane = self.client.loadURDF("plane.urdf")
+        if not collide:
+            self.client.setCollisionFilterGroupMask(plane, -1, 0, 0)
+        return plane
 
     def joint_infos(self, body: int) -> list[JointInfo]:
         """Every joint of ``body``, in index order (a joint's index is its child link's)."""
@@ -468,13 +476,31 @@ class PyBulletSession:
         )
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
 
-    def add_marker(self, position: np.ndarray, radius: float = 0.02, rgba: tuple = (0.1, 0.8, 0.1, 0.7)) -> int:
-        """A visual-only sphere (no collision, no mass) used to show goals."""
+    def add_marker(self, position: np.ndarray, radius: float = 0.03, rgba: tuple = (0.1, 0.9, 0.2, 1.0)) -> int:
+        """A visual-only sphere (no collision, no mass) used to show goals: 3 cm, bright green, opaque (TinyRenderer
+        draws no transparency), so that it shows in a 480 x 360 video of a whole arm."""
         shape = self.client.createVisualShape(pybullet.GEOM_SPHERE, radius=radius, rgbaColor=rgba)
         return self.client.createMultiBody(baseMass=0.0, baseVisualShapeIndex=shape, basePosition=list(position))
 
     def move_marker(self, marker: int, position: np.ndarray) -> None:
         self.reset_base_pose(marker, position, [0.0, 0.0, 0.0, 1.0])
+
+    def aim_gui_camera(self, target: np.ndarray, distance: float, yaw: float = 0.0, pitch: float = -60.0) -> None:
+        """Point the GUI window's camera as ``render`` points TinyRenderer's, and hide the window's side panels."""
+        self.client.configureDebugVisualizer(pybullet.COV_ENABLE_GUI, 0)
+        self.client.resetDebugVisualizerCamera(distance, yaw, pitch, list(target))
+
+    def gui_text(self, text: str, position: np.ndarray, rgb: tuple = (0.0, 0.0, 0.0), replace: int = -1) -> int:
+        """Text shown in the GUI window at ``position`` (m), facing the camera; ``replace``: the id of a text it
+        replaces. Returns its id."""
+        return self.client.addUserDebugText(
+            text, list(position), textColorRGB=list(rgb), textSize=1.4, replaceItemUniqueId=replace
+        )
+
+    @property
+    def connected(self) -> bool:
+        """False once closed, or once the user closed the GUI window."""
+        return not self.closed and bool(self.client.isConnected())
 
     def close(self) -> None:
         """Disconnect; calling it again does nothing."""

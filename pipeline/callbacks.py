@@ -48,9 +48,11 @@ class RunState:
 
         :param curriculum_start: the goal range a curriculum starts at; None when the run has no curriculum.
         """
+        best = saved.get("best_score")
         return cls(
             wandb_run_id=wandb_run_id,
-            best_score=saved.get("best_score"),
+            # state.json writes a NaN score element (a distance of a failed simulation) as null: compare it as NaN.
+            best_score=None if best is None else [float("nan") if v is None else v for v in best],
             learn_seconds_before=saved.get("learn_seconds", 0.0),
             goal_range=None if curriculum_start is None else saved.get("goal_range", curriculum_start),
         )

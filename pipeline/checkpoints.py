@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import shutil
 import zipfile
@@ -96,8 +97,30 @@ def atomic_symlink(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
+def json_text(data: Any) -> str:
+    """``data`` as standard JSON, indented, with a final newline: NaN and +-inf become ``null``.
+
+    Python's ``json`` writes them as the bare words ``NaN`` and ``Infinity``, which are not JSON: JavaScript's
+    ``JSON.parse``, ``jq`` and strict parsers refuse the whole file. A summary is NaN where it has no value (no goal
+    reached: no time to reach), which ``null`` says.
+    """
+    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float inside it (dict values, list items) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    """``data`` as standard JSON (``json_text``) in ``path``, written atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(json_text(data)))
 
 
 def statistics_path(model_path: Path) -> Path:
@@ -146,7 +169,7 @@ def save_checkpoint(
             vec_normalize.save(str(tmp / VECNORMALIZE_FILE))
         if actor_average is not None:
             actor_average.save(tmp / AVERAGE_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "num_timesteps": model.num_timesteps}, indent=2) + "\n")
+        (tmp / STATE_FILE).write_text(json_text({**state, "num_timesteps": model.num_timesteps}))
         fsync_tree(tmp)
     except (OSError, RuntimeError) as error:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint helps nobody and holds the space

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
@@ -17,12 +17,7 @@ from omegaconf import DictConfig
 
 from pipeline import checkpoints
 from pipeline.interrupts import Interrupted
-
-
-def exit_bad_input(problem: str) -> NoReturn:
-    """Print ``error: <problem>`` on stderr and exit 2, the exit status of every bad input."""
-    print(f"error: {problem}", file=sys.stderr, flush=True)
-    sys.exit(2)
+from pipeline.logs import exit_bad_input
 
 
 def config_error_line(error: BaseException, script: str = "train.py") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from pipeline.export import lean_policy
 
 matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib import font_manager, ft2font  # noqa: E402
 
 Observation = Any
 Controller = Callable[[Observation], np.ndarray]  # observation -> normalised action in [-1, 1]
@@ -95,7 +97,7 @@ def run_episode(
         successes.append(info["is_success"])
         done = terminated or truncated
         if frames is not None:
-            frames.append(env.render())
+            frames.append(annotate(env.render(), len(torques), unwrapped.dt, info, unwrapped.task.success_threshold))
     held = np.flip(np.logical_and.accumulate(np.flip(np.array(successes))))  # success from here to the end
     task = unwrapped.task
     final_distances = task.distances(task.achieved_goal(), task.goal)
@@ -164,6 +166,63 @@ def episode_rows(results: list[EpisodeResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
+# The video's text overlay: glyph height (px) and colours (RGB).
+OVERLAY_PIXELS = 14
+WHITE, GREEN, ORANGE, RED = (255, 255, 255), (90, 230, 90), (255, 170, 60), (255, 80, 80)
+
+
+@functools.cache
+def overlay_font() -> ft2font.FT2Font:
+    """matplotlib's own monospace font (DejaVu Sans Mono) through FreeType: text drawn into a frame in a fraction of a
+    millisecond, without a figure per frame or another dependency."""
+    font = ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans Mono")))
+    font.set_size(OVERLAY_PIXELS, 72)  # points at 72 dpi: pixels
+    return font
+
+
+def draw_text(frame: np.ndarray, lines: list[tuple[str, tuple[int, int, int]]], margin: int = 6) -> np.ndarray:
+    """A copy of ``frame`` (h, w, 3 uint8) with ``lines`` of (text, RGB colour) in its top-left corner, on a darkened
+    box so that they read on any background."""
+    font = overlay_font()
+    glyphs = []  # (coverage in [0, 1], pixels from the bitmap's top to the baseline)
+    for text, _ in lines:
+        font.set_text(text, 0.0)
+        font.draw_glyphs_to_bitmap(antialiased=True)
+        coverage = np.asarray(font.get_image(), dtype=np.float32) / 255.0
+        glyphs.append((coverage, coverage.shape[0] - font.get_descent() // 64))  # descent: 1/64 px below the baseline
+    line_height = OVERLAY_PIXELS + 4
+    height = min(frame.shape[0], margin + line_height * len(lines))
+    width = min(frame.shape[1], 2 * margin + max(coverage.shape[1] for coverage, _ in glyphs))
+    out = frame.copy()
+    box = out[:height, :width].astype(np.float32) * 0.4
+    for i, ((coverage, ascent), (_, colour)) in enumerate(zip(glyphs, lines)):
+        # Each line on a fixed baseline: a word without tall letters does not jump up from frame to frame.
+        top = max(0, margin + i * line_height + OVERLAY_PIXELS - ascent)
+        rows, columns = min(coverage.shape[0], height - top), min(coverage.shape[1], width - margin)
+        alpha = coverage[:rows, :columns, None]
+        region = box[top : top + rows, margin : margin + columns]
+        region[:] = region * (1 - alpha) + np.array(colour, dtype=np.float32) * alpha
+    out[:height, :width] = box.astype(np.uint8)
+    return out
+
+
+def annotate(frame: np.ndarray, step: int, dt: float, info: dict[str, Any], threshold: float) -> np.ndarray:
+    """A video frame with the step and simulated time (s), the end-effector distance (cm) and success (within the
+    ``threshold``, m, now) written on it; a fall too, where the env reports one."""
+    success = bool(info["is_success"])
+    lines = [
+        (f"step {step}  t {step * dt:.2f} s", WHITE),
+        (f"distance {100 * info['distance']:.1f} cm", WHITE),
+        (
+            f"success (< {100 * threshold:g} cm)" if success else f"no success (>= {100 * threshold:g} cm)",
+            GREEN if success else ORANGE,
+        ),
+    ]
+    if info.get("fell"):
+        lines.append(("fell", RED))
+    return draw_text(frame, lines)
+
+
 def record_episodes(env: gym.Env, controller: Controller, seeds: list[int], path: Path) -> Path:
     """An mp4 (or gif, by ``path``'s suffix) of one episode per seed; ``env`` renders ``rgb_array``."""
     frames: list[np.ndarray] = []
@@ -178,24 +237,57 @@ def record_episodes(env: gym.Env, controller: Controller, seeds: list[int], path
     return Path(path)
 
 
+def padded_distances(distances: list[list[float]]) -> np.ndarray:
+    """Episodes' per-step distances (m) as one (episodes, longest) array, each held at its last value after it ended."""
+    longest = max(len(d) for d in distances)
+    return np.array([np.pad(d, (0, longest - len(d)), mode="edge") for d in distances])
+
+
 def plot_distances(results: list[EpisodeResult], dt: float, threshold: float, path: Path, title: str = "") -> Path:
     """PNG of every episode's end-effector error (m, log scale) against simulated time (s), median in black."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
         ax.plot(np.arange(len(r.distances)) * dt, r.distances, color="tab:red" if r.fell else "tab:blue", alpha=0.2)
-    longest = max(len(r.distances) for r in results)
-    padded = np.array([np.pad(r.distances, (0, longest - len(r.distances)), mode="edge") for r in results])
-    ax.plot(np.arange(longest) * dt, np.median(padded, axis=0), color="black", lw=2, label="median")
+    median = np.median(padded_distances([r.distances for r in results]), axis=0)
+    ax.plot(np.arange(median.size) * dt, median, color="black", lw=2, label="median")
     ax.axhline(threshold, color="tab:green", ls="--", label=f"success threshold {threshold:g} m")
     ax.set(yscale="log", xlabel="time (s)", ylabel="distance to goal (m)", title=title or "distance over time")
     ax.legend(loc="upper right")
     return _save(fig, path)
 
 
-def plot_goals(results: list[EpisodeResult], threshold: float, path: Path, title: str = "") -> Path:
-    """PNG of the goals (top view x-y and side view x-z, m), coloured by final error (m, log scale)."""
+def plot_comparison(
+    distances: dict[str, list[list[float]]], dt: float, threshold: float, path: Path, title: str = ""
+) -> Path:
+    """PNG comparing controllers on the same goals, against simulated time (s): each one's median end-effector error
+    (m, log scale) with its interquartile band, and the fraction of its episodes within ``threshold`` (m).
+
+    :param distances: controller -> its episodes' per-step distances (``EpisodeResult.distances``), m.
+    """
+    fig, (error_ax, success_ax) = plt.subplots(2, 1, sharex=True, figsize=(7, 6.5))
+    for index, (name, episodes) in enumerate(distances.items()):
+        padded = padded_distances(episodes)
+        time_s = np.arange(padded.shape[1]) * dt
+        low, median, high = np.percentile(padded, [25, 50, 75], axis=0)
+        error_ax.plot(time_s, median, color=f"C{index}", lw=2, label=name)
+        error_ax.fill_between(time_s, low, high, color=f"C{index}", alpha=0.2, lw=0)
+        success_ax.plot(time_s, (padded < threshold).mean(axis=0), color=f"C{index}", lw=2, label=name)
+    error_ax.axhline(threshold, color="gray", ls="--", label=f"success threshold {threshold:g} m")
+    error_ax.set(yscale="log", ylabel="distance to goal (m)", title=title or "controllers on the same goals")
+    error_ax.legend(loc="upper right", fontsize="small")
+    success_ax.set(xlabel="time (s)", ylabel="fraction within threshold", ylim=(-0.02, 1.02))
+    for ax in (error_ax, success_ax):
+        ax.grid(alpha=0.3)
+    error_ax.text(0.01, 0.02, "line: median, band: 25-75 %", transform=error_ax.transAxes, fontsize="small")
+    return _save(fig, path)
+
+
+def plot_goals(results: list[EpisodeResult], threshold: float, base: np.ndarray, path: Path, title: str = "") -> Path:
+    """PNG of the goals (top view x-y and side view x-z, m), coloured by final error (m, log scale), a dot where the
+    episode succeeded and a cross where it missed, and the robot's base (``base``, m) as a black square."""
     goals = np.array([r.goal for r in results]).reshape(len(results), -1, 3)
     errors = np.repeat([r.final_distance for r in results], goals.shape[1])
+    reached = np.repeat([r.success for r in results], goals.shape[1])
     goals = goals.reshape(-1, 3)
     norm = matplotlib.colors.LogNorm(
         vmin=max(min(errors.min(), threshold / 10), 1e-6), vmax=max(errors.max(), threshold)
@@ -206,10 +298,18 @@ def plot_goals(results: list[EpisodeResult], threshold: float, path: Path, title
     fig, axes = plt.subplots(1, len(views), figsize=(5.5 * len(views) + 1, 4.8), squeeze=False)
     axes = axes[0]
     for ax, (i, j, plane) in zip(axes, views):
-        points = ax.scatter(goals[:, i], goals[:, j], c=errors, cmap="viridis_r", norm=norm, s=18, edgecolors="none")
+        for chosen, marker, label in ((reached, "o", "success"), (~reached, "x", "miss")):
+            if chosen.any():
+                xy = goals[chosen][:, [i, j]].T
+                label = f"{label} ({chosen.sum()})"
+                points = ax.scatter(
+                    *xy, c=errors[chosen], cmap="viridis_r", norm=norm, s=22, marker=marker, label=label
+                )
+        ax.scatter(base[i], base[j], marker="s", s=60, color="black", label="robot base")
         ax.set(xlabel="xyz"[i] + " (m)", ylabel="xyz"[j] + " (m)", title=plane, aspect="equal")
+    axes[0].legend(loc="best", fontsize="small")
     fig.colorbar(points, ax=axes, label="final distance (m)")
-    fig.suptitle(title or "goals coloured by final error")
+    fig.suptitle(title or f"goals: success within {threshold:g} m, coloured by final error")
     return _save(fig, path)
 
 

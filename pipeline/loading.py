@@ -3,7 +3,7 @@
 
     from pipeline.loading import load_policy
 
-    policy = load_policy("outputs/latest")  # final_model.zip; model="best" or "latest" for the others
+    policy = load_policy("outputs/latest")  # final_model.zip (DEFAULT_MODEL); model="best" or "latest" for the others
     env = gym.make(policy.env_id, **policy.env_kwargs)
     action = policy.act(observation)  # one observation, or a batch
 
@@ -26,7 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from pipeline import checkpoints
-from pipeline.config import MODELS, validate_env_config
+from pipeline.config import DEFAULT_MODEL, MODELS, validate_env_config
 from pipeline.export import lean_policy
 from pipeline.factory import ALGORITHMS, env_kwargs
 from pipeline.lean import LeanPolicy, Normalization
@@ -63,7 +63,7 @@ def run_config(run_dir: Path, env_overrides: DictConfig | None = None) -> DictCo
     return cfg
 
 
-def model_file(run_dir: Path, model: str = "best") -> Path:
+def model_file(run_dir: Path, model: str = DEFAULT_MODEL) -> Path:
     """The zip of one of a run's models: ``best`` (best periodic evaluation), ``final`` (end of training) or
     ``latest`` (the newest complete checkpoint).
 
@@ -180,11 +180,11 @@ class RunPolicy:
     __call__ = act
 
 
-def load_policy(run_dir: str | os.PathLike, model: str = "final") -> RunPolicy:
+def load_policy(run_dir: str | os.PathLike, model: str = DEFAULT_MODEL) -> RunPolicy:
     """The policy of a training run, ready to act: ``policy.act(observation)``.
 
     :param run_dir: the run's directory (``outputs/<date>/<time>_<env>_<algo>_seed<N>``, ``outputs/latest``).
-    :param model: ``final`` (the model training ended with), ``best`` (best periodic evaluation) or
+    :param model: ``final`` (the model training ended with; the default of evaluate.py too), ``best`` (best periodic evaluation) or
         ``latest`` (the newest checkpoint, e.g. of a run still training).
     :raises FileNotFoundError: no such run directory, or no such model in it.
     :raises ValueError: an unknown ``model``, an unreadable zip, or an actor the lean path does not convert.

@@ -54,10 +54,43 @@ def summarise_seeds(
     )
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def swept_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The keys whose value differs between the flattened ``configs`` (a key some lack counts), sorted."""
+    return sorted({key for c in configs for key in c if len({json.dumps(x.get(key)) for x in configs}) > 1})
+
+
+def group_by_configuration(
+    configs: Sequence[Mapping[str, Any]], keys: Sequence[str]
+) -> list[tuple[dict[str, Any], list[int]]]:
+    """The indices of ``configs`` grouped by their values of ``keys`` other than the seed, in order of first index.
+
+    :param configs: flattened configs (``{"algo.tau": 0.005, ...}``), one per run or sweep job.
+    :param keys: the swept keys (``swept_keys``); ``seed`` among them is pooled over.
+    :return: per configuration, its values of the non-seed keys and the indices of its runs.
+    """
+    group_keys = [key for key in keys if key != SEED_KEY]
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for index, config in enumerate(configs):
+        setting = {key: config.get(key) for key in group_keys}
+        groups.setdefault(json.dumps(setting, sort_keys=True, default=str), (setting, []))[1].append(index)
+    return list(groups.values())
+
+
 def configuration_rows(
     jobs: Sequence[str], configs: Sequence[Mapping[str, Any]], values: Sequence[float], keys: Sequence[str]
 ) -> list[tuple[dict[str, Any], list[str], list[Any], SeedSummary]]:
-    """The jobs grouped by their values of ``keys`` other than the seed, best mean first.
+    """The jobs grouped by their values of ``keys`` other than the seed (``group_by_configuration``), best mean first.
 
     :param jobs: the job names (``<sweep dir>/<name>``), one per job.
     :param configs: each job's flattened config (``{"algo.tau": 0.005, ...}``).
@@ -66,15 +99,19 @@ def configuration_rows(
     :return: per configuration: its values of the non-seed keys, its jobs, their seeds and ``summarise_seeds`` of
         their values; sorted by mean, then by the interval's lower end (a single seed last).
     """
-    group_keys = [key for key in keys if key != SEED_KEY]
-    groups: dict[str, tuple[dict[str, Any], list[str], list[Any], list[float]]] = {}
-    for job, config, value in zip(jobs, configs, values, strict=True):
-        setting = {key: config.get(key) for key in group_keys}
-        group = groups.setdefault(json.dumps(setting, sort_keys=True, default=str), (setting, [], [], []))
-        group[1].append(job)
-        group[2].append(config.get(SEED_KEY))
-        group[3].append(value)
-    rows = [(setting, names, seeds, summarise_seeds(v)) for setting, names, seeds, v in groups.values()]
+    if not len(jobs) == len(configs) == len(values):
+        raise ValueError(
+            f"{len(jobs)} jobs, {len(configs)} configs and {len(values)} values; give one of each per job."
+        )
+    rows = [
+        (
+            setting,
+            [jobs[i] for i in indices],
+            [configs[i].get(SEED_KEY) for i in indices],
+            summarise_seeds([values[i] for i in indices]),
+        )
+        for setting, indices in group_by_configuration(configs, keys)
+    ]
     # Stable: configurations that tie keep the order of their first job.
     return sorted(rows, key=lambda r: (-r[3].mean, -(r[3].ci_low if r[3].ci_low is not None else -np.inf)))
 

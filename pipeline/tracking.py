@@ -18,9 +18,9 @@ import wandb
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter
-from tqdm import tqdm
 
 from pipeline.checkpoints import MODEL_FILE, atomic_write, statistics_path
+from pipeline.logs import say
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # The x axis of every chart: env steps, logged as ``global_step`` in each row. wandb's own ``_step`` counts log
@@ -65,22 +65,36 @@ def resolve_mode(mode: str) -> str:
     return os.environ.get("WANDB_MODE") or ("online" if logged_in() else "offline")
 
 
+def experiment_group(cfg: DictConfig) -> str:
+    """The wandb group of a run outside a sweep: its env and algorithm (``PlanarArmReach-v0_ddpg``), the experiment
+    its seeds and variants belong to."""
+    return f"{cfg.env.id}_{cfg.algo.name}"
+
+
+def experiment_tags(cfg: DictConfig) -> list[str]:
+    """The wandb tags every run of a training config gets, before the user's own (``wandb.tags``): env id, algorithm."""
+    return [cfg.env.id, cfg.algo.name]
+
+
 def init_run(
     wandb_cfg: DictConfig,
-    config: dict[str, Any],
+    config: dict[str, Any] | None,
     directory: str,
     run_id: str | None = None,
     group: str | None = None,
     job_type: str = "train",
     latest: bool = True,
+    tags: list[str] | None = None,
 ) -> Any:
     """Start (or resume, by ``run_id``) a wandb run writing its files under ``directory``, its charts against
-    ``global_step``; None if disabled.
+    ``global_step``; None if disabled. Named as ``directory`` (the run directory), unless ``wandb.name`` is set.
 
+    :param group: the group unless ``wandb.group`` is set (``experiment_group``, a sweep's ``sweep-<name>``).
     :param latest: make it the ``latest-run`` of ``directory/wandb``, which ``wandb leet`` opens; False for a
         segment that only adds to a run (an evaluation), so that the training's segment stays the one shown.
+    :param tags: tags before ``wandb.tags`` (``experiment_tags``).
     """
-    run = _start_run(wandb_cfg, config, directory, run_id, group, job_type, latest)
+    run = _start_run(wandb_cfg, config, directory, run_id, group, job_type, latest, tags or [])
     if run is not None:
         # Recorded in every segment: a resumed offline run's charts use env steps too.
         run.define_metric(STEP_METRIC)
@@ -97,6 +111,7 @@ def _start_run(
     group: str | None,
     job_type: str,
     latest: bool,
+    tags: list[str],
 ) -> Any:
     mode = resolve_mode(wandb_cfg.mode)
     if mode == "disabled":
@@ -104,16 +119,20 @@ def _start_run(
     kwargs = {
         "project": wandb_cfg.project,
         "entity": wandb_cfg.entity,
-        "name": wandb_cfg.name,
+        # The run directory's name (<time>_<env>_<algo>_seed<N>, or a sweep's job number): the run is found by it
+        # in the UI and on disk alike. Not wandb's random name.
+        "name": wandb_cfg.name or Path(directory).resolve().name,  # outputs/latest: the run it points at
         "group": wandb_cfg.group or group,
-        "tags": list(wandb_cfg.tags),
+        "tags": list(dict.fromkeys([*tags, *wandb_cfg.tags])),
         "config": config,
         "dir": directory,
         "id": run_id,
         "resume": "allow" if run_id else None,
         "job_type": job_type,
     }
-    settings = wandb.Settings(silent=True, console="off", init_timeout=wandb_cfg.init_timeout, symlink=latest)
+    # console="wrap": the run keeps the console lines (output.log), offline too, without redirecting the file
+    # descriptors, which would take the terminal away from SB3's progress bar.
+    settings = wandb.Settings(silent=True, console="wrap", init_timeout=wandb_cfg.init_timeout, symlink=latest)
     if mode != "online":
         return wandb.init(mode=mode, settings=settings, **kwargs)
     try:  # bounded by init_timeout: no network or no credentials must not stall training
@@ -200,9 +219,7 @@ class LineOutputFormat(KVWriter):
             if isinstance(value, (int, float, str)) and key.startswith(self.prefix)
         )
         if fields:
-            # Through tqdm: above SB3's progress bar (tqdm.rich) while one is shown, a plain line otherwise.
-            tqdm.write(f"[step {step}] {fields}", file=sys.stdout)
-            sys.stdout.flush()
+            say(f"[step {step}] {fields}")
 
     def close(self) -> None:
         pass

@@ -70,7 +70,7 @@ def test_eval_json_agrees_with_a_hand_computed_episode(run_dir: Path) -> None:
                 start = max((i + 1 for i, ok in enumerate(successes) if not ok), default=0)
                 assert row["time_to_reach"] == pytest.approx(start * env.unwrapped.dt)
             else:
-                assert np.isnan(row["time_to_reach"])
+                assert row["time_to_reach"] is None  # NaN in memory, null in standard JSON
     finally:
         env.close()
     finals = [row["final_distance"] for row in report["episodes"]]
@@ -204,6 +204,8 @@ def test_sweep_ranking(joblib_sweep: tuple[Path, subprocess.CompletedProcess]) -
     assert header[:4] == ["rank", "job", "wandb.name", "success_rate"] and len(rows) == 2  # only wandb.name differs
     assert sorted(row[2] for row in rows) == ["a", "b"] and [row[0] for row in rows] == ["1", "2"]
     assert "ranking of 2 jobs" in result.stdout
+    for job in ("0", "1"):  # ranked by their final models, evaluate.py's default (issue 37)
+        assert read_json(sweep_dir / job / "eval_policy.json")["checkpoint"] == str(sweep_dir / job / "final_model.zip")
 
 
 @pytest.mark.parametrize("normalize_goals", [True, False])

@@ -207,6 +207,7 @@ def test_wheel_holds_the_packages_data_and_scripts(installed: Install) -> None:
     expected |= {f"pipeline/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
     assert expected <= names, sorted(expected - names)
     assert "rlik-train = train:cli" in scripts and "rlik-evaluate = evaluate:cli" in scripts
+    assert "rlik-plot = pipeline.plot:cli" in scripts and "rlik-enjoy = evaluate:enjoy" in scripts
 
 
 def test_installed_package_makes_every_env_without_the_checkout(installed: Install) -> None:

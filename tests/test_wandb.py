@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.checkpoints import statistics_path
+from pipeline.checkpoints import json_text, statistics_path
 from pipeline.evaluation import EpisodeResult, episode_rows, policy_controller
 from pipeline.factory import make_env
 from pipeline.loading import load_model
@@ -80,12 +80,14 @@ def run_on_terminal(cwd: Path, *overrides: str, timeout: float = 240) -> tuple[i
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """README's first command, tiny: ``python train.py`` on a terminal (observations normalised, so that the
-    models carry statistics), then ``python evaluate.py run=outputs/latest`` (offline, as the run was).
+    models carry statistics; a tag of the user's own), then ``python evaluate.py run=outputs/latest`` (offline, as the
+    run was).
 
     :return: the working directory (``outputs/latest`` under it) and the training's terminal output.
     """
     cwd = tmp_path_factory.mktemp("readme")
-    code, terminal = run_on_terminal(cwd, *TINY, "normalize_observations=true", "normalize_goals=false")
+    overrides = ["normalize_observations=true", "normalize_goals=false", "wandb.tags=[baseline]"]
+    code, terminal = run_on_terminal(cwd, *TINY, *overrides)
     assert code == 0, (cwd / "stderr.txt").read_text()[-3000:]
     check_ok(run_evaluate(cwd, "run=outputs/latest", "n_episodes=2"))
     return cwd, terminal
@@ -216,3 +218,60 @@ def test_readme_leet_line_shows_the_training_after_an_evaluation(readme_run: tup
     (row,) = [row for row in wandb_history(evaluation) if "eval_policy/goals.path" in row]
     assert row["global_step"] == STEPS
     assert len(read_json(evaluation / "files" / row["eval_policy/goals.path"])["data"]) == 2  # n_episodes=2
+
+
+def refuse_constant(constant: str) -> None:
+    """``json.loads``' ``parse_constant``: NaN, Infinity and -Infinity are not JSON (JavaScript's JSON.parse fails)."""
+    raise ValueError(f"{constant} is not standard JSON")
+
+
+def test_every_json_file_is_standard_json(readme_run: tuple[Path, str]) -> None:
+    """Issue 37: every JSON file the run and its evaluation wrote parses strictly; a time to reach of a goal not
+    reached, NaN in memory, is ``null``."""
+    run_dir = latest_run(readme_run[0])
+    files = sorted(run_dir.rglob("*.json"))  # ours, the checkpoints' state.json, wandb's files and table copies
+    assert {"metrics.json", "run.json", "eval_policy.json", "eval_table.json", "state.json"} <= {f.name for f in files}
+    for path in files:
+        json.loads(path.read_text(), parse_constant=refuse_constant)
+    for name in ("metrics.json", "eval_policy.json"):
+        episodes = read_json(run_dir / name)["episodes"]
+        assert not all(e["success"] for e in episodes), name  # the tiny policy misses: NaN times were written
+        assert [e["time_to_reach"] is None for e in episodes] == [not e["success"] for e in episodes], name
+
+
+def test_json_text_writes_null_for_nan_and_infinity() -> None:
+    data = {"a": math.nan, "b": [math.inf, 1.5, (2, -math.inf)], "c": {"d": np.float64("nan"), "e": "NaN"}}
+    parsed = json.loads(json_text(data), parse_constant=refuse_constant)
+    assert parsed == {"a": None, "b": [None, 1.5, [2, None]], "c": {"d": None, "e": "NaN"}}
+
+
+def test_console_lines_go_to_train_log_and_the_wandb_run(readme_run: tuple[Path, str]) -> None:
+    """Issue 37: the run directory is printed first and last; the lines printed above the progress bar are also in
+    ``train.log`` (time-stamped) and in the wandb run's console record (``output.log``, offline too)."""
+    cwd, terminal = readme_run
+    run_dir = latest_run(cwd)
+    shown = [line for line in terminal.replace("\r", "\n").splitlines() if "run directory:" in line]
+    assert [line.split("run directory: ")[1].split()[0] for line in shown] == [str(run_dir)] * 2
+    assert terminal.index("run directory:") < terminal.index("[step 100]") < terminal.rindex("run directory:")
+    log = (run_dir / "train.log").read_text().splitlines()
+    for text in ("run directory:", "[step 100] eval/env_steps=100", "[step 200] eval/", "final evaluation:"):
+        assert any(text in line for line in log), text
+    assert all(line[:4].isdigit() for line in log)  # each line time-stamped
+    training = offline_run_dirs(run_dir)[0]
+    captured = "".join(record.get("line", "") for record in wandb_records(training, "output_raw"))
+    assert "[step 100] eval/env_steps=100" in captured and "final evaluation:" in captured
+    assert "[step 100] eval/env_steps=100" in (training / "files" / "output.log").read_text()
+
+
+def test_run_is_named_after_its_directory_tagged_and_grouped(readme_run: tuple[Path, str]) -> None:
+    """Issue 37: both segments (training, evaluation) carry the run directory's name, the env and algorithm as tags
+    before the user's own, and the experiment's group."""
+    run_dir = latest_run(readme_run[0])
+    segments = offline_run_dirs(run_dir)
+    assert len(segments) == 2
+    for segment in segments:
+        (record,) = wandb_records(segment, "run")
+        assert record["display_name"] == run_dir.name
+        assert record["tags"] == ["PlanarArmReach-v0", "ddpg", "baseline"]
+        assert record["run_group"] == "PlanarArmReach-v0_ddpg"
+    assert read_json(run_dir / "run.json")["wandb_group"] == "PlanarArmReach-v0_ddpg"
