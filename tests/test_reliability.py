@@ -529,8 +529,8 @@ def prepare_resume(tiny_run: Path, case_dir: Path, damage: str) -> Path:
     elif damage == "corrupt actor averages":
         for checkpoint in found:
             (checkpoint / checkpoints.AVERAGE_FILE).write_bytes(b"not a torch file")
-    elif damage == "corrupt statistics":  # beside best_model.zip, where evaluate.py looks first
-        (run_dir / f"best_model_{checkpoints.VECNORMALIZE_FILE}").write_bytes(b"\x80\x04not a pickle")
+    elif damage == "corrupt statistics":  # beside final_model.zip, evaluate.py's default model
+        (run_dir / f"final_model_{checkpoints.VECNORMALIZE_FILE}").write_bytes(b"\x80\x04not a pickle")
     elif damage == "corrupt config":
         (run_dir / ".hydra" / "config.yaml").write_bytes(b"env: [unclosed\n\xff")
     return run_dir
@@ -636,7 +636,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
     "evaluating a model with corrupt statistics": (
         ["run={case}/old_run", "n_episodes=1", "wandb.mode=disabled"],
         "corrupt statistics",
-        ["best_model_vecnormalize.pkl (the model's observation statistics) is corrupt", "model=latest"],
+        ["final_model_vecnormalize.pkl (the model's observation statistics) is corrupt", "model=latest"],
         False,
     ),
     # Issue 34: values that trained, or started to, and then crashed (the final evaluation, HER's first update).
