@@ -24,7 +24,8 @@ class HumanoidRobot(Robot):
     :param ground: body id of the floor the feet stand on.
     :param joints: names of the joints to actuate, as ``Robot``'s.
     :param fixed_base: bolt the pelvis to the world (it then cannot fall).
-    :param base_position: pelvis position in the world, m; its height puts the soles on the floor.
+    :param base_position: pelvis position in the world, m; ``None``: stand at the origin on the floor, the pelvis
+        upright at the height that rests the feet's lowest collision point on it (``stand_on_floor``).
     :param foot_links: links whose floor contacts form the support polygon.
     :param fall_tilt: pelvis tilt from vertical that counts as a fall, rad, in (0, pi/2).
     :param fall_height: pelvis height below which the robot has fallen, m.
@@ -37,21 +38,38 @@ class HumanoidRobot(Robot):
         ground: int,
         joints: Sequence[str] | None = None,
         fixed_base: bool = False,
-        base_position: Sequence[float] = (0.0, 0.0, 0.94),
+        base_position: Sequence[float] | None = None,
         foot_links: Sequence[str] = ("left_foot", "right_foot"),
         fall_tilt: float = 0.35,
         fall_height: float = 0.7,
     ) -> None:
         if not 0.0 < fall_tilt < np.pi / 2:
             raise ValueError(f"fall_tilt must be in (0, pi/2) rad, got {fall_tilt}.")
-        super().__init__(session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
+        origin = (0.0, 0.0, 0.0) if base_position is None else base_position
+        super().__init__(session, urdf, joints=joints, fixed_base=fixed_base, base_position=origin)
         self.fall_tilt = fall_tilt
         self.fall_height = fall_height
-        self.balance = BalanceSensor(session, self.body, [self.link_index(name) for name in foot_links], ground)
+        self.ground = ground
+        self.foot_links = [self.link_index(name) for name in foot_links]
+        self.balance = BalanceSensor(session, self.body, self.foot_links, ground)
+        if base_position is None:
+            self.stand_on_floor()
         self.footprint = np.zeros((0, 2))  # set by plant_feet
         # The latest reading (balance_observation), which the task's info reuses.
         self.balance_state: BalanceState | None = None
         self.footprint_margin = float("nan")
+
+    def stand_on_floor(self) -> None:
+        """Lift or lower the robot, as loaded (upright, at the origin), until the feet's lowest collision point touches
+        the floor (the height rounded to 0.1 mm), the joints as they are: the robot dropped onto its feet."""
+        clearance = min(self.session.clearance(self.body, link, self.ground) for link in self.foot_links)
+        if clearance == float("inf"):
+            names = [name for name, index in self.link_indices.items() if index in self.foot_links]
+            raise ValueError(
+                f"the foot links {names} of {self.urdf} have no collision shape to stand on; name the links of the soles."
+            )
+        (x, y, z), orientation = self.session.base_pose(self.body)  # as loaded: upright, at the origin
+        self.session.reset_base_pose(self.body, (x, y, round(z - clearance, 4)), orientation)
 
     def plant_feet(self) -> None:
         """Take the feet's floor contacts now (the start pose, just restored) as the ``footprint``.

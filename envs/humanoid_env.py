@@ -120,7 +120,7 @@ class HumanoidReachEnv(UrdfReachEnv):
         initial_joint_noise: float = 0.02,
         goal_range: float = 1.0,
         fixed_base: bool = False,
-        base_position: Sequence[float] = (0.0, 0.0, 0.94),
+        base_position: Sequence[float] | None = None,
         gravity_compensation: bool = True,
         max_joint_speed: float = 30.0,
         render_mode: str | None = None,

@@ -441,6 +441,12 @@ class PyBulletSession:
         """Contact points between two bodies from the last physics step or ``detect_collisions``."""
         return [ContactPoint(*point) for point in self._get_contact_points(bodyA=body_a, bodyB=body_b)]
 
+    def clearance(self, body_a: int, link_a: int, body_b: int, max_distance: float = 10.0) -> float:
+        """Smallest distance (m) from ``link_a``'s collision shapes to ``body_b`` (negative: penetration); inf when
+        none lies within ``max_distance`` or the link has no collision shape."""
+        points = self.client.getClosestPoints(body_a, body_b, max_distance, linkIndexA=link_a)
+        return min((ContactPoint(*point).distance for point in points), default=float("inf"))
+
     def detect_collisions(self) -> None:
         """Recompute the contact points for the current positions without stepping."""
         self.client.performCollisionDetection()
