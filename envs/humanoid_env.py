@@ -179,16 +179,16 @@ class HumanoidReachEnv(UrdfReachEnv):
         return BalanceTask(self.robot, end_effectors, success_threshold, reward_type, torque_cost, **self._task_options)
 
     def _start_state_saved(self) -> None:
-        """Plant the feet and check that the loaded pose is balanced; measure the shoulders in the start pose."""
+        """Plant the feet as loaded and check that the start pose is balanced on them; measure its shoulders."""
         self.session.restore_state(self._initial_state)
         self.robot.plant_feet()
+        self.robot.set_joint_positions(self.initial_joint_positions)
         margin = self.robot.footprint_com_margin()
         if margin < self.task.com_margin_target:
             raise ValueError(
                 f"the start pose is not balanced (COM margin {margin:.3f} m < com_margin_target "
                 f"{self.task.com_margin_target} m); move the start pose's COM over the feet or lower com_margin_target."
             )
-        self.robot.set_joint_positions(self.initial_joint_positions)
         self.task.measure_shoulders()
         self.session.restore_state(self._initial_state)
 
