@@ -80,8 +80,8 @@ class HumanoidRobot(Robot):
         polygon = support_polygon(self.balance.foot_contacts()[0])
         if len(polygon) < 3:
             raise ValueError(
-                "the start pose is not balanced (the feet do not stand flat on the floor); put the soles at z = 0 "
-                "with base_position."
+                "the start pose is not balanced (the feet do not stand flat on the floor); leave base_position None "
+                "to stand the robot on its feet, or check foot_links and the legs' pose."
             )
         self.footprint = polygon
 
