@@ -9,7 +9,9 @@ import numpy as np
 
 from envs.balance import BalanceSensor, BalanceState, com_margin, support_polygon
 from envs.robot import Robot
-from envs.session import PyBulletSession
+from envs.session import PyBulletSession, check_urdf_xml, resolve_urdf
+
+MASSLESS_LINK_MASS = 0.001  # kg, for a link the URDF gives no <inertial>
 
 
 class HumanoidRobot(Robot):
@@ -51,6 +53,7 @@ class HumanoidRobot(Robot):
         self.fall_height = fall_height
         self.ground = ground
         self.foot_links = [self.link_index(name) for name in foot_links]
+        self._weigh_massless_links()
         self.balance = BalanceSensor(session, self.body, self.foot_links, ground)
         if base_position is None:
             self.stand_on_floor()
@@ -58,6 +61,14 @@ class HumanoidRobot(Robot):
         # The latest reading (balance_observation), which the task's info reuses.
         self.balance_state: BalanceState | None = None
         self.footprint_margin = float("nan")
+
+    def _weigh_massless_links(self) -> None:
+        """PyBullet gives a link without ``<inertial>`` (a sensor frame, such as the G1's IMUs) 1 kg and an inertia of
+        1 kg m^2, which would shift the COM and stiffen the torso: give such links 1 g instead."""
+        root = check_urdf_xml(resolve_urdf(self.urdf))
+        for link in root.iter("link"):
+            if link.find("inertial") is None and link.get("name") in self.link_indices:
+                self.session.set_link_mass(self.body, self.link_indices[link.get("name")], MASSLESS_LINK_MASS)
 
     def stand_on_floor(self) -> None:
         """Lift or lower the robot, as loaded (upright, at the origin), until the feet's lowest collision point touches

@@ -352,6 +352,11 @@ class PyBulletSession:
         """A link's mass (-1: the base), kg."""
         return self.client.getDynamicsInfo(body, link)[0]  # getDynamicsInfo's first field is the mass
 
+    def set_link_mass(self, body: int, link: int, mass: float) -> None:
+        """A link's mass, kg, its inertia that of a 1 cm sphere of that mass."""
+        inertia = 0.4 * mass * 0.01**2
+        self.client.changeDynamics(body, link, mass=mass, localInertiaDiagonal=[inertia] * 3)
+
     # --- joints and motors ---------------------------------------------------------------------------
 
     def clamp_joint_speeds(self, body: int, joints: Sequence[int]) -> None:
