@@ -112,7 +112,8 @@ class HumanoidReachEnv(UrdfReachEnv):
     - v0: the first version. Since then ``info["goal_kind"]`` was added (issue 24); observations, rewards and
       episode ends are unchanged. Any humanoid URDF (issue 35): ``base_position`` defaults to None (the standing
       height found, 0.94 m for the default robot as before), the start pose's balance is checked in
-      ``initial_joint_positions`` rather than the loaded pose; the default robot's numbers are unchanged.
+      ``initial_joint_positions`` rather than the loaded pose, links without ``<inertial>`` weigh 1 g (not PyBullet's
+      1 kg); the default robot's numbers are unchanged.
     """
 
     def __init__(
