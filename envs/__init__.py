@@ -3,7 +3,8 @@
 - ``ArmReach-v0``: any fixed-base arm (``urdf=``, ``end_effector=`` required), every other setting derived from it.
 - ``UrdfReach-v0``: any URDF (``urdf=``, ``end_effector=`` required), joint-torque reaching.
 - ``PlanarArmReach-v0``: the planar 2-link arm of ``urdf/planar_arm_2link.urdf``, 1 cm success.
-- ``HumanoidReach-v0``: the free-standing humanoid of ``urdf/humanoid_upper_body.urdf``, right hand, 2 cm.
+- ``HumanoidReach-v0``: a free-standing humanoid, by default ``urdf/humanoid_upper_body.urdf``'s, right hand, 2 cm;
+  any humanoid URDF with ``urdf=``, ``foot_links=``, ``end_effector=``, ``joints=`` (``env=g1``: the Unitree G1).
 - ``HumanoidBimanualReach-v0``: the same humanoid, one goal per hand.
 
 Each env composes a ``PyBulletSession`` (the one class that calls PyBullet), a robot (``Robot``, or

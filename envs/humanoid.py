@@ -9,7 +9,9 @@ import numpy as np
 
 from envs.balance import BalanceSensor, BalanceState, com_margin, support_polygon
 from envs.robot import Robot
-from envs.session import PyBulletSession
+from envs.session import PyBulletSession, check_urdf_xml, resolve_urdf
+
+MASSLESS_LINK_MASS = 0.001  # kg, for a link the URDF gives no <inertial>
 
 
 class HumanoidRobot(Robot):
@@ -24,7 +26,8 @@ class HumanoidRobot(Robot):
     :param ground: body id of the floor the feet stand on.
     :param joints: names of the joints to actuate, as ``Robot``'s.
     :param fixed_base: bolt the pelvis to the world (it then cannot fall).
-    :param base_position: pelvis position in the world, m; its height puts the soles on the floor.
+    :param base_position: pelvis position in the world, m; ``None``: stand at the origin on the floor, the pelvis
+        upright at the height that rests the feet's lowest collision point on it (``stand_on_floor``).
     :param foot_links: links whose floor contacts form the support polygon.
     :param fall_tilt: pelvis tilt from vertical that counts as a fall, rad, in (0, pi/2).
     :param fall_height: pelvis height below which the robot has fallen, m.
@@ -37,21 +40,47 @@ class HumanoidRobot(Robot):
         ground: int,
         joints: Sequence[str] | None = None,
         fixed_base: bool = False,
-        base_position: Sequence[float] = (0.0, 0.0, 0.94),
+        base_position: Sequence[float] | None = None,
         foot_links: Sequence[str] = ("left_foot", "right_foot"),
         fall_tilt: float = 0.35,
         fall_height: float = 0.7,
     ) -> None:
         if not 0.0 < fall_tilt < np.pi / 2:
             raise ValueError(f"fall_tilt must be in (0, pi/2) rad, got {fall_tilt}.")
-        super().__init__(session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
+        origin = (0.0, 0.0, 0.0) if base_position is None else base_position
+        super().__init__(session, urdf, joints=joints, fixed_base=fixed_base, base_position=origin)
         self.fall_tilt = fall_tilt
         self.fall_height = fall_height
-        self.balance = BalanceSensor(session, self.body, [self.link_index(name) for name in foot_links], ground)
+        self.ground = ground
+        self.foot_links = [self.link_index(name) for name in foot_links]
+        self._weigh_massless_links()
+        self.balance = BalanceSensor(session, self.body, self.foot_links, ground)
+        if base_position is None:
+            self.stand_on_floor()
         self.footprint = np.zeros((0, 2))  # set by plant_feet
         # The latest reading (balance_observation), which the task's info reuses.
         self.balance_state: BalanceState | None = None
         self.footprint_margin = float("nan")
+
+    def _weigh_massless_links(self) -> None:
+        """PyBullet gives a link without ``<inertial>`` (a sensor frame, such as the G1's IMUs) 1 kg and an inertia of
+        1 kg m^2, which would shift the COM and stiffen the torso: give such links 1 g instead."""
+        root = check_urdf_xml(resolve_urdf(self.urdf))
+        for link in root.iter("link"):
+            if link.find("inertial") is None and link.get("name") in self.link_indices:
+                self.session.set_link_mass(self.body, self.link_indices[link.get("name")], MASSLESS_LINK_MASS)
+
+    def stand_on_floor(self) -> None:
+        """Lift or lower the robot, as loaded (upright, at the origin), until the feet's lowest collision point touches
+        the floor (the height rounded to 0.1 mm), the joints as they are: the robot dropped onto its feet."""
+        clearance = min(self.session.clearance(self.body, link, self.ground) for link in self.foot_links)
+        if clearance == float("inf"):
+            names = [name for name, index in self.link_indices.items() if index in self.foot_links]
+            raise ValueError(
+                f"the foot links {names} of {self.urdf} have no collision shape to stand on; name the links of the soles."
+            )
+        (x, y, z), orientation = self.session.base_pose(self.body)  # as loaded: upright, at the origin
+        self.session.reset_base_pose(self.body, (x, y, round(z - clearance, 4)), orientation)
 
     def plant_feet(self) -> None:
         """Take the feet's floor contacts now (the start pose, just restored) as the ``footprint``.
@@ -62,8 +91,8 @@ class HumanoidRobot(Robot):
         polygon = support_polygon(self.balance.foot_contacts()[0])
         if len(polygon) < 3:
             raise ValueError(
-                "the start pose is not balanced (the feet do not stand flat on the floor); put the soles at z = 0 "
-                "with base_position."
+                "the start pose is not balanced (the feet do not stand flat on the floor); leave base_position None "
+                "to stand the robot on its feet, or check foot_links and the legs' pose."
             )
         self.footprint = polygon
 

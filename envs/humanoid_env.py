@@ -13,12 +13,19 @@ from envs.task import BalanceTask
 
 
 class HumanoidReachEnv(UrdfReachEnv):
-    """Torque-controlled torso and arms of a humanoid standing on two rigid legs, free to fall:
+    """Torque-controlled torso and arms of any humanoid URDF standing on held legs, free to fall:
     ``HumanoidReach-v0`` (right hand) and ``HumanoidBimanualReach-v0`` (both hands).
 
     ## Description
 
-    The robot of ``urdf/humanoid_upper_body.urdf`` (70 kg) stands on the floor on rigid legs, its pelvis free. Its
+    Any humanoid URDF (``urdf``) with its feet (``foot_links``, the support polygon), reaching hand(s)
+    (``end_effector``) and actuated joints (``joints``, the waist and arms); every other movable joint (the legs) is
+    held at its pose at load by a position motor at its URDF effort limit, as rigid legs. The robot stands upright
+    on its feet: ``base_position=None`` puts it at the height where the feet's lowest collision point touches the
+    floor, and the start pose must be balanced on them (a ``ValueError`` of one line otherwise). By default the
+    robot of ``urdf/humanoid_upper_body.urdf`` (70 kg) on rigid legs, its pelvis free (standing at 0.94 m); the
+    preset ``env=g1`` takes the Unitree G1 (``g1_29dof_rev_1_0.urdf`` of example-robot-data: waist 3 + right arm 7
+    joints, hand ``right_rubber_hand``, pelvis at 0.716 m), ``env=g1_bimanual`` both arms (17 joints). The default's
     11 joints (waist pitch, roll, yaw; per arm shoulder pitch, roll, yaw and elbow) bring the hand(s) to goal points
     without losing balance; goals beyond an arm's reach need a lean of the torso. The env composes a
     ``PyBulletSession``, a ``HumanoidRobot`` (joints, balance sensing, tilt, falls: ``envs/humanoid.py``) and a
@@ -66,7 +73,8 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     ## Starting State
 
-    Standing at ``base_position`` in ``initial_joint_positions`` (zeros: upright, arms down) plus uniform noise of
+    Standing upright on the floor (or at ``base_position``), the held joints at their load pose (zeros), in
+    ``initial_joint_positions`` (zeros clipped to the limits: upright, the default's arms down) plus uniform noise of
     +-``initial_joint_noise`` rad, at rest. Goals are hand positions of random joint configurations (as
     ``UrdfReachEnv``'s) whose COM, with the feet planted as at the start, lies at least ``com_margin_target``
     inside the footprint; or ``reset(options={"goal": [...]})`` (3 numbers per hand).
@@ -85,9 +93,10 @@ class HumanoidReachEnv(UrdfReachEnv):
     ## Arguments
 
     ``gym.make("HumanoidReach-v0", goal_conditioned=True)``; the parameters of ``UrdfReachEnv`` with humanoid
-    defaults, plus:
+    defaults (``urdf``, ``end_effector``, ``joints`` name any humanoid's; ``base_position`` None: standing on the
+    floor at the origin, found as above), plus:
 
-    :param foot_links: links whose floor contacts form the support polygon.
+    :param foot_links: links whose floor contacts form the support polygon (the soles' links, with collision shapes).
     :param balance_weight: weight of the footprint margin's shortfall in the reward (per metre).
     :param com_margin_target: footprint margin below which the balance term starts, m; also the minimum
         margin of a sampled goal's pose.
@@ -101,7 +110,10 @@ class HumanoidReachEnv(UrdfReachEnv):
     ## Version History
 
     - v0: the first version. Since then ``info["goal_kind"]`` was added (issue 24); observations, rewards and
-      episode ends are unchanged.
+      episode ends are unchanged. Any humanoid URDF (issue 35): ``base_position`` defaults to None (the standing
+      height found, 0.94 m for the default robot as before), the start pose's balance is checked in
+      ``initial_joint_positions`` rather than the loaded pose, links without ``<inertial>`` weigh 1 g (not PyBullet's
+      1 kg); the default robot's numbers are unchanged.
     """
 
     def __init__(
@@ -120,7 +132,7 @@ class HumanoidReachEnv(UrdfReachEnv):
         initial_joint_noise: float = 0.02,
         goal_range: float = 1.0,
         fixed_base: bool = False,
-        base_position: Sequence[float] = (0.0, 0.0, 0.94),
+        base_position: Sequence[float] | None = None,
         gravity_compensation: bool = True,
         max_joint_speed: float = 30.0,
         render_mode: str | None = None,
@@ -179,16 +191,16 @@ class HumanoidReachEnv(UrdfReachEnv):
         return BalanceTask(self.robot, end_effectors, success_threshold, reward_type, torque_cost, **self._task_options)
 
     def _start_state_saved(self) -> None:
-        """Plant the feet and check that the loaded pose is balanced; measure the shoulders in the start pose."""
+        """Plant the feet as loaded and check that the start pose is balanced on them; measure its shoulders."""
         self.session.restore_state(self._initial_state)
         self.robot.plant_feet()
+        self.robot.set_joint_positions(self.initial_joint_positions)
         margin = self.robot.footprint_com_margin()
         if margin < self.task.com_margin_target:
             raise ValueError(
                 f"the start pose is not balanced (COM margin {margin:.3f} m < com_margin_target "
                 f"{self.task.com_margin_target} m); move the start pose's COM over the feet or lower com_margin_target."
             )
-        self.robot.set_joint_positions(self.initial_joint_positions)
         self.task.measure_shoulders()
         self.session.restore_state(self._initial_state)
 

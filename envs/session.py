@@ -352,6 +352,11 @@ class PyBulletSession:
         """A link's mass (-1: the base), kg."""
         return self.client.getDynamicsInfo(body, link)[0]  # getDynamicsInfo's first field is the mass
 
+    def set_link_mass(self, body: int, link: int, mass: float) -> None:
+        """A link's mass, kg, its inertia that of a 1 cm sphere of that mass."""
+        inertia = 0.4 * mass * 0.01**2
+        self.client.changeDynamics(body, link, mass=mass, localInertiaDiagonal=[inertia] * 3)
+
     # --- joints and motors ---------------------------------------------------------------------------
 
     def clamp_joint_speeds(self, body: int, joints: Sequence[int]) -> None:
@@ -440,6 +445,12 @@ class PyBulletSession:
     def contact_points(self, body_a: int, body_b: int) -> list[ContactPoint]:
         """Contact points between two bodies from the last physics step or ``detect_collisions``."""
         return [ContactPoint(*point) for point in self._get_contact_points(bodyA=body_a, bodyB=body_b)]
+
+    def clearance(self, body_a: int, link_a: int, body_b: int, max_distance: float = 10.0) -> float:
+        """Smallest distance (m) from ``link_a``'s collision shapes to ``body_b`` (negative: penetration); inf when
+        none lies within ``max_distance`` or the link has no collision shape."""
+        points = self.client.getClosestPoints(body_a, body_b, max_distance, linkIndexA=link_a)
+        return min((ContactPoint(*point).distance for point in points), default=float("inf"))
 
     def detect_collisions(self) -> None:
         """Recompute the contact points for the current positions without stepping."""

@@ -32,6 +32,8 @@ ENV_PRESETS = {
     "urdf": "UrdfReach-v0",
     "humanoid": "HumanoidReach-v0",
     "humanoid_bimanual": "HumanoidBimanualReach-v0",
+    "g1": "HumanoidReach-v0",  # the Unitree G1 (example-robot-data)
+    "g1_bimanual": "HumanoidBimanualReach-v0",
 }
 # Chosen per run, not per experiment: not config keys.
 RUNTIME_ENV_PARAMETERS = {"self", "render_mode"}
