@@ -270,17 +270,22 @@ def test_signal_stop_says_it_saves_ignores_a_second_signal_and_yields_to_a_third
 
 def test_a_checkpoint_cut_short_by_a_signal_leaves_no_temporary(tmp_path: Path) -> None:
     """The third SIGINT of a stop (the process's ``SignalStop``, a stop under way, a second signal ignored), sent
-    by a timer at swept moments of ``save_checkpoint`` (1 to 60 ms): an ``Interrupted``, never a ``DiskWriteError``
+    by a timer at swept moments of ``save_checkpoint`` (2 to 90 % of its duration): an ``Interrupted``, never a ``DiskWriteError``
     (torch reports it from inside its writer as a RuntimeError); every ``step_*`` on disk stays complete, the
     temporary being written is removed, and the newest complete checkpoint is never older than before."""
-    cfg = compose_train_config(TINY_IN_PROCESS)
+    # A replay buffer of 200k rows makes each save tens of milliseconds long on any machine; the signals are swept
+    # over the save's own measured duration, so that most land inside it however fast the disk is.
+    cfg = compose_train_config([*TINY_IN_PROCESS, "algo.buffer_size=200000"])
     model = make_model(cfg, make_training_env(cfg.env, 1, 0))
     model.learn(60)
+    start = time.perf_counter()
+    checkpoints.save_checkpoint(tmp_path, model, {"wandb_run_id": "x"}, keep=2)
+    duration = time.perf_counter() - start
     stop, cut = interrupts.SIGNAL_STOP, 0
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     stop.install()
     try:
-        for delay in np.linspace(0.001, 0.06, 30):  # s into the save
+        for delay in np.linspace(0.02, 0.9, 30) * duration:  # s into the save
             stop.signum, stop.repeats, stop.forced = signal.SIGINT, 1, None
             before = checkpoints.latest_checkpoint(tmp_path)
             model.num_timesteps += 1  # each save a new step, as in training
