@@ -536,6 +536,11 @@ def prepare_resume(tiny_run: Path, case_dir: Path, damage: str) -> Path:
     return run_dir
 
 
+def evaluating_old_run(override: str, message: str) -> tuple[list[str], str, list[str], bool]:
+    """A BAD_INPUTS case: evaluate.py on an undamaged earlier run with one bad value, refused in one line."""
+    return (["run={case}/old_run", override, "n_episodes=1", "wandb.mode=disabled"], "no damage", [message], False)
+
+
 # name: (overrides, needs, fragments of the message, error raised by Hydra itself)
 BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
     "unknown env": (["env=nope"], None, ["Could not find 'env/nope'", "planar_arm"], True),
@@ -650,36 +655,17 @@ BAD_INPUTS: dict[str, tuple[list[str], str | None, list[str], bool]] = {
         ["algo.learning_starts=10 starts the updates before the first episodes end", "algo.learning_starts=50 or more"],
         False,
     ),
-    "evaluating with a zero timestep": (
-        ["run={case}/old_run", "env.timestep=0", "n_episodes=1", "wandb.mode=disabled"],
-        "no damage",
-        ["env.timestep must be > 0, got 0"],
-        False,
+    "evaluating with a zero timestep": evaluating_old_run("env.timestep=0", "env.timestep must be > 0, got 0"),
+    "evaluating with a NaN cost": evaluating_old_run(
+        "env.torque_cost=nan", "env.torque_cost must be a finite cost >= 0, got nan"
     ),
-    "evaluating with a NaN cost": (
-        ["run={case}/old_run", "env.torque_cost=nan", "n_episodes=1", "wandb.mode=disabled"],
-        "no damage",
-        ["env.torque_cost must be a finite cost >= 0, got nan"],
-        False,
+    "evaluating with an empty end-effector list": evaluating_old_run(
+        "env.end_effector=[]", "env.end_effector is empty"
     ),
-    "evaluating with an empty end-effector list": (
-        ["run={case}/old_run", "env.end_effector=[]", "n_episodes=1", "wandb.mode=disabled"],
-        "no damage",
-        ["env.end_effector is empty"],
-        False,
+    "evaluating with a negative episode limit": evaluating_old_run(
+        "env.max_episode_steps=-1", "env.max_episode_steps must be > 0"
     ),
-    "evaluating with a negative episode limit": (
-        ["run={case}/old_run", "env.max_episode_steps=-1", "n_episodes=1", "wandb.mode=disabled"],
-        "no damage",
-        ["env.max_episode_steps must be > 0"],
-        False,
-    ),
-    "evaluating with a negative goal seed": (
-        ["run={case}/old_run", "goal_seed=-1", "n_episodes=1", "wandb.mode=disabled"],
-        "no damage",
-        ["goal_seed must be >= 0"],
-        False,
-    ),
+    "evaluating with a negative goal seed": evaluating_old_run("goal_seed=-1", "goal_seed must be >= 0"),
 }
 
 
