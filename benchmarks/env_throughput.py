@@ -21,11 +21,10 @@ import gymnasium as gym
 import numpy as np
 import pybullet
 import pybullet_data
+import rlik.envs  # noqa: F401  (registers the ids)
 from pybullet_utils.bullet_client import BulletClient
-
-import envs  # noqa: F401  (registers the ids)
-from envs.reach_env import UrdfReachEnv
-from envs.session import clamp_joint_speeds, resolve_urdf
+from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.session import clamp_joint_speeds, resolve_urdf
 
 TARGET_RATIO = 0.5
 

@@ -24,8 +24,8 @@ import numpy as np
 from _common import REPO, BenchmarkError, run_cli
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(REPO))  # pipeline/ is not an installed package: import it from the repo, as train.py does
-from pipeline.factory import make_env
+sys.path.insert(0, str(REPO))  # this checkout's rlik, even where another is installed
+from rlik.training.factory import make_env
 
 CONDITION = re.compile(r"^(\w+)([<>])(-?[\d.]+)$")
 

@@ -3,9 +3,9 @@
 On the observations of real episodes of one env (the Jacobian controller drives them, so they are states a
 reaching arm passes through), in one process, interleaved ``--repeats`` times, best kept:
 
-- the lean actor (pipeline/lean.py) on one observation, and per observation in a batch of all of them;
+- the lean actor (rlik/policy/lean.py) on one observation, and per observation in a batch of all of them;
 - SB3's ``model.predict(obs, deterministic=True)`` (observation normalisation included, as evaluate.py);
-- ONNX Runtime on ``policy.onnx`` (pipeline/export.py), one observation and batched (with the onnx extra);
+- ONNX Runtime on ``policy.onnx`` (rlik/policy/export.py), one observation and batched (with the onnx extra);
 - the Jacobian controller's control step, a FABRIK solve (where the env's chain has one), and one PyBullet
   ``calculateInverseKinematics`` solve.
 
@@ -31,14 +31,14 @@ import torch
 from _common import REPO, BenchmarkError
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(REPO))  # pipeline/ is not an installed package: import it from the repo, as train.py does
-from pipeline.config import compose_train_config
-from pipeline.controllers import FabrikController, JacobianController, inverse_kinematics_time_us
-from pipeline.evaluation import predict_controller
-from pipeline.export import OnnxPolicy, lean_policy, save_onnx
-from pipeline.factory import make_env, make_model, make_training_env
-from pipeline.lean import stack_observations
-from pipeline.loading import load_model, model_file, run_config
+sys.path.insert(0, str(REPO))  # this checkout's rlik, even where another is installed
+from rlik.control.controllers import FabrikController, JacobianController, inverse_kinematics_time_us
+from rlik.evaluation.episodes import predict_controller
+from rlik.policy.export import OnnxPolicy, lean_policy, save_onnx
+from rlik.policy.lean import stack_observations
+from rlik.policy.loading import load_model, model_file, run_config
+from rlik.training.config import compose_train_config
+from rlik.training.factory import make_env, make_model, make_training_env
 
 
 def load(run: Path | None, model_name: str) -> tuple[DictConfig, Any, Any]:

@@ -6,7 +6,7 @@ directories trained elsewhere (finished or still running). For each run, from th
 evaluations in progress.csv: the first env steps, and wall seconds in ``learn()`` (resumes included), at which
 ``eval/success_rate`` reached each threshold; from metrics.json: the final success rate, fall rate,
 median and 95th-percentile final distance, and the seconds in ``learn()``. Prints one row per run and a mean row,
-writes the rows as CSV and plots the learning curves with rlik-plot's figure (pipeline/plot.py: the mean over seeds
+writes the rows as CSV and plots the learning curves with rlik-plot's figure (rlik/evaluation/learning_curves.py: the mean over seeds
 with the 95 % bootstrap interval of the mean, up to the shortest run's last evaluation).
 
     python benchmarks/learning.py                                         # planar arm, seeds 0,1,2
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from _common import REPO, BenchmarkError, reject_overrides, run_cli, train
 
-sys.path.insert(0, str(REPO))  # pipeline/ is not an installed package: import it from the repo, as train.py does
-from pipeline.plot import Configuration, Run, learning_figure, load_run, save  # noqa: E402
+sys.path.insert(0, str(REPO))  # this checkout's rlik, even where another is installed
+from rlik.evaluation.learning_curves import Configuration, Run, learning_figure, load_run, save  # noqa: E402
 
 THRESHOLDS = (0.5, 0.9, 0.95)
 # metrics.json, in the table and CSV

@@ -4,7 +4,7 @@
 evaluation, checkpointing, CSV, line and offline wandb logging; its rate is metrics.json's
 ``learn_steps_per_second`` (wall time of ``model.learn()``). "Bare" is this script run with ``--bare``:
 it composes the same config with the same overrides, sets the same torch threads, builds the same
-env and model with ``pipeline.factory`` (and VecNormalize when ``normalize_observations``) and times
+env and model with ``rlik.training.factory`` (and VecNormalize when ``normalize_observations``) and times
 ``model.learn(N)`` with no callbacks and SB3's default, silent logger. Both run as subprocesses, so
 they pay the same start-up costs and share no torch state. They alternate ``--repeats`` times and
 the best of each is kept, since a shared machine is noisy. Target: ours >= 0.9 x bare.
@@ -46,13 +46,13 @@ BARE_RESULT = "bare_steps_per_second="  # the --bare child's result line (pybull
 
 def bare_rate(steps: int, overrides: list[str]) -> float:
     """Env steps/s of ``model.learn(steps)`` alone, on the env and model train.py would build."""
-    sys.path.insert(0, str(REPO))  # pipeline/ is not an installed package: import it from the repo, as train.py does
+    sys.path.insert(0, str(REPO))  # this checkout's rlik, even where another is installed
     # Imported here: the parent process only starts subprocesses.
     import torch
 
-    from pipeline.config import compose_train_config
-    from pipeline.factory import make_model, make_training_env
-    from pipeline.launchers import job_torch_threads
+    from rlik.ops.launchers import job_torch_threads
+    from rlik.training.config import compose_train_config
+    from rlik.training.factory import make_model, make_training_env
 
     cfg = compose_train_config(overrides)
     torch.set_num_threads(job_torch_threads(cfg.torch_threads, None))  # as train.py for a run alone

@@ -12,14 +12,13 @@ Each env composes a ``PyBulletSession`` (the one class that calls PyBullet), a r
 """
 
 from gymnasium.envs.registration import register
-
-from envs.arm_env import ArmReachEnv
-from envs.humanoid import HumanoidRobot
-from envs.humanoid_env import HumanoidReachEnv
-from envs.reach_env import UrdfReachEnv
-from envs.robot import Robot
-from envs.session import PyBulletSession
-from envs.task import BalanceTask, ReachTask
+from rlik.envs.arm_env import ArmReachEnv
+from rlik.envs.humanoid import HumanoidRobot
+from rlik.envs.humanoid_env import HumanoidReachEnv
+from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.robot import Robot
+from rlik.envs.session import PyBulletSession
+from rlik.envs.task import BalanceTask, ReachTask
 
 __all__ = [
     "ArmReachEnv",
@@ -33,8 +32,8 @@ __all__ = [
 ]
 
 # Any fixed-base arm, its settings derived from the URDF; its episode length too, so no TimeLimit here.
-register(id="ArmReach-v0", entry_point="envs.arm_env:ArmReachEnv")
-register(id="UrdfReach-v0", entry_point="envs.reach_env:UrdfReachEnv", max_episode_steps=100)
+register(id="ArmReach-v0", entry_point="rlik.envs.arm_env:ArmReachEnv")
+register(id="UrdfReach-v0", entry_point="rlik.envs.reach_env:UrdfReachEnv", max_episode_steps=100)
 
 PLANAR_ARM = {
     "urdf": "planar_arm_2link.urdf",
@@ -43,13 +42,15 @@ PLANAR_ARM = {
     "initial_joint_noise": 0.3,
     "camera_distance": 1.8,
 }
-register(id="PlanarArmReach-v0", entry_point="envs.reach_env:UrdfReachEnv", max_episode_steps=50, kwargs=PLANAR_ARM)
+register(
+    id="PlanarArmReach-v0", entry_point="rlik.envs.reach_env:UrdfReachEnv", max_episode_steps=50, kwargs=PLANAR_ARM
+)
 
 # Humanoid upper body on rigid legs, free to fall (envs/humanoid_env.py holds the defaults).
-register(id="HumanoidReach-v0", entry_point="envs.humanoid_env:HumanoidReachEnv", max_episode_steps=100)
+register(id="HumanoidReach-v0", entry_point="rlik.envs.humanoid_env:HumanoidReachEnv", max_episode_steps=100)
 register(
     id="HumanoidBimanualReach-v0",
-    entry_point="envs.humanoid_env:HumanoidReachEnv",
+    entry_point="rlik.envs.humanoid_env:HumanoidReachEnv",
     max_episode_steps=100,
     kwargs={"end_effector": ["left_hand", "right_hand"]},
 )

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from envs.arm_tuning import ArmSettings, derive_arm_settings
-from envs.reach_env import UrdfReachEnv
-from envs.robot import Robot
-from envs.task import ReachTask
+from rlik.envs.arm_tuning import ArmSettings, derive_arm_settings
+from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.robot import Robot
+from rlik.envs.task import ReachTask
 
 
 class ArmReachEnv(UrdfReachEnv):
@@ -49,7 +48,7 @@ class ArmReachEnv(UrdfReachEnv):
     ## Arguments
 
     ``gym.make("ArmReach-v0", urdf="franka_panda/panda.urdf", end_effector="panda_grasptarget")``; URDFs with
-    ``package://`` mesh paths load as they are (``envs.session.resolve_urdf``). The parameters not listed here are
+    ``package://`` mesh paths load as they are (``rlik.envs.session.resolve_urdf``). The parameters not listed here are
     ``UrdfReachEnv``'s.
 
     :param joints: joint names to actuate; ``None``: the chain to the end effector(s).

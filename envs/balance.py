@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from envs.session import PyBulletSession
+from rlik.envs.session import PyBulletSession
 
 
 def center_of_mass(masses: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from envs.humanoid import HumanoidRobot
-from envs.reach_env import UrdfReachEnv
-from envs.task import BalanceTask
+from rlik.envs.humanoid import HumanoidRobot
+from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.task import BalanceTask
 
 
 class HumanoidReachEnv(UrdfReachEnv):

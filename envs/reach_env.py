@@ -9,10 +9,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-
-from envs.robot import Robot
-from envs.session import PyBulletSession
-from envs.task import ReachTask
+from rlik.envs.robot import Robot
+from rlik.envs.session import PyBulletSession
+from rlik.envs.task import ReachTask
 
 
 class UrdfReachEnv(gym.Env):

@@ -8,7 +8,6 @@ state and camera. Results come back as arrays or as the named tuples below, neve
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import os
 import sys
 import tempfile
@@ -23,28 +22,14 @@ import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
+from rlik.paths import URDF_DIR
+
 
 def display_available() -> bool:
     """Whether PyBullet's GUI can open a window: an X display on Linux (``$DISPLAY``); macOS and Windows have one."""
     return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY"))
 
 
-def package_data_dir(package: str, name: str) -> Path:
-    """The data directory ``name`` of ``package``, in either layout of this project.
-
-    An installed wheel holds it inside the package (pyproject.toml maps the checkout's top-level ``urdf/``
-    and ``conf/`` there as package data); a source checkout, and an editable install of one, keep it at the
-    top level beside the package.
-
-    :param package: an importable package, e.g. ``"envs"``.
-    :param name: the directory's name, e.g. ``"urdf"``.
-    """
-    root = importlib.resources.files(package)
-    packaged = root / name
-    return Path(str(packaged)) if packaged.is_dir() else Path(str(root)).parent / name
-
-
-URDF_DIR = package_data_dir("envs", "urdf")
 ACTUATED_TYPES = (pybullet.JOINT_REVOLUTE, pybullet.JOINT_PRISMATIC)
 MESH_SUFFIXES = (".obj", ".stl", ".dae", ".cdf")  # the mesh formats PyBullet's URDF importer reads
 # Fields of getLinkState(s) that the envs read (PyBullet returns a bare tuple).
@@ -267,7 +252,7 @@ class PyBulletSession:
     """Owns one ``BulletClient`` (DIRECT, or GUI for ``render_mode="human"``).
 
     ``client`` stays public for code outside the envs that needs PyBullet calls this class does not wrap
-    (the Jacobians and mass matrices of ``pipeline/controllers.py``, tests); the envs call only the methods here.
+    (the Jacobians and mass matrices of ``rlik/control/controllers.py``, tests); the envs call only the methods here.
 
     :param timestep: physics step in seconds.
     :param gravity: gravity along -z in m/s^2.

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from envs.humanoid import HumanoidRobot
-from envs.robot import Robot
+from rlik.envs.humanoid import HumanoidRobot
+from rlik.envs.robot import Robot
 
 REWARD_TYPES = ("dense", "sparse", "mixed")
 
@@ -87,7 +86,7 @@ class ReachTask:
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """Reward for a batch (..., 3k) of goals; ``info`` is one dict, an array of dicts, or (from the
-        HER buffer, ``pipeline.factory.PenaltyHerReplayBuffer``) the array of their penalties (...)."""
+        HER buffer, ``rlik.training.factory.PenaltyHerReplayBuffer``) the array of their penalties (...)."""
         # Goal-independent costs (torque, balance) travel in info["penalty"], so that HER's
         # relabelled rewards keep them.
         if isinstance(info, dict):

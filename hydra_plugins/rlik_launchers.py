@@ -1,18 +1,20 @@
 """rlik's Hydra launchers: hydra-submitit-launcher's, with requeued jobs resuming their run (conf/hydra/launcher/
 slurm.yaml, slurm_local.yaml), and hydra-ray-launcher's, on a new local Ray instance or a running cluster
-(``hydra/launcher=ray``, the preset at the end of this file; ``pip install -e ".[ray]"``):
+(``hydra/launcher=rlik_ray``, conf/hydra/launcher/rlik_ray.yaml; ``pip install -e ".[ray]"``):
 
-    python train.py -m hydra/launcher=ray seed=0,1,2,3                            # a new Ray instance on this machine
-    RAY_ADDRESS=<head>:6379 python train.py -m hydra/launcher=ray seed=0,1,2,3    # the cluster of `ray start --head`
-    python train.py -m hydra/launcher=ray hydra.launcher.ray.init.address=auto    # the cluster started on this machine
-    python train.py -m hydra/launcher=ray hydra.launcher.ray.remote.num_cpus=2 seed=0,1   # 2 CPUs and threads a job
+    python train.py -m hydra/launcher=rlik_ray seed=0,1,2,3                            # a new Ray instance on this machine
+    RAY_ADDRESS=<head>:6379 python train.py -m hydra/launcher=rlik_ray seed=0,1,2,3    # the cluster of `ray start --head`
+    python train.py -m hydra/launcher=rlik_ray hydra.launcher.ray.init.address=auto    # the cluster started on this machine
+    python train.py -m hydra/launcher=rlik_ray hydra.launcher.ray.remote.num_cpus=2 seed=0,1   # 2 CPUs and threads a job
 
 Ray runs as many jobs side by side as the CPUs allow. On a cluster, every node needs this checkout and the sweep
 directory (``hydra.sweep.dir``) at the same path. Other keywords of ``ray.init`` and ``ray.remote``:
 ``+hydra.launcher.ray.init.<key>=...``, ``+hydra.launcher.ray.remote.<key>=...``.
 
 Hydra instantiates launchers only from the ``hydra_plugins`` namespace package and finds this module there when the
-repository root is on ``sys.path`` (``python train.py`` from the root). The logic lives in ``pipeline/launchers.py``.
+repository root is on ``sys.path`` (``python train.py`` from the root), so every Hydra app's plugin scan imports this
+module: it imports nothing of rlik until one of its launchers runs (the logic lives in ``rlik/ops/launchers.py``), and
+its configs are in rlik's own config directory, so another app's ``hydra/launcher=ray`` stays hydra-ray-launcher's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from hydra.errors import ConfigCompositionException
@@ -31,9 +32,6 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-
-from pipeline import interrupts
-from pipeline.launchers import PARALLEL_JOBS_ENV, absolute_sweep_dir_override, ray_init_options, requeue_overrides
 
 
 class ResumingSubmititLauncher(BaseSubmititLauncher):
@@ -43,8 +41,10 @@ class ResumingSubmititLauncher(BaseSubmititLauncher):
 
     def __call__(self, *args: Any) -> JobReturn:
         """The job, in its own process: submitit's ``USR2`` handler (which requeues the job through ``checkpoint``)
-        runs only after training has stopped and saved a checkpoint at that step (``pipeline.interrupts``)."""
+        runs only after training has stopped and saved a checkpoint at that step (``rlik.ops.interrupts``)."""
         import submitit
+
+        from rlik.ops import interrupts
 
         preempt = submitit.JobEnvironment._usr_sig()  # USR2, or $SUBMITIT_PREEMPT_SIGNAL
         interrupts.SIGNAL_STOP.stop_then(preempt, signal.getsignal(preempt))
@@ -63,6 +63,8 @@ class ResumingSubmititLauncher(BaseSubmititLauncher):
         :return: the ``DelayedSubmission`` submitit requeues.
         """
         import submitit  # lazy, as in the plugin: plugin discovery stays fast
+
+        from rlik.ops.launchers import requeue_overrides
 
         return submitit.helpers.DelayedSubmission(
             self,
@@ -103,6 +105,8 @@ class SubmititLocalLauncher(ResumingSubmititLauncher):
         return super().launch(job_overrides, initial_job_idx)
 
     def __call__(self, *args: Any) -> JobReturn:
+        from rlik.ops.launchers import PARALLEL_JOBS_ENV
+
         os.environ[PARALLEL_JOBS_ENV] = str(self.parallel_jobs)  # in the job's own process
         return super().__call__(*args)
 
@@ -124,12 +128,14 @@ class RayLauncher(Launcher):
             from hydra_plugins.hydra_ray_launcher import _core  # noqa: F401  (imports ray)
         except ImportError as error:
             raise ConfigCompositionException(
-                f"hydra/launcher=ray needs Ray and hydra-ray-launcher ({error}): pip install -e '.[ray]'"
+                f"hydra/launcher=rlik_ray needs Ray and hydra-ray-launcher ({error}): pip install -e '.[ray]'"
             ) from None
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra_plugins.hydra_ray_launcher import _core
+
+        from rlik.ops.launchers import absolute_sweep_dir_override, ray_init_options
 
         assert self.config is not None
         with open_dict(self.ray_cfg):
@@ -139,22 +145,3 @@ class RayLauncher(Launcher):
         with read_write(self.config.hydra), open_dict(self.config.hydra):
             self.config.hydra.overrides.hydra.append(absolute_sweep_dir_override(str(self.config.hydra.sweep.dir)))
         return _core.launch(launcher=self, job_overrides=job_overrides, initial_job_idx=initial_job_idx)
-
-
-# hydra/launcher=ray: hydra-ray-launcher's schema with this module's launcher, stored under the plugin's own name (a
-# config file of that name would be matched against the plugin's schema, a deprecated Hydra behaviour). The plugin's
-# _config module runs once, on first import (Hydra's plugin scan skips "_" modules), so this entry replaces its own.
-RAY_TARGET = f"{__name__}.{RayLauncher.__name__}"
-RAY_DEFAULTS = {
-    # null: $RAY_ADDRESS when set, else a new local instance; or <host>:<port>, or auto (Ray finds the cluster).
-    "init": {"address": None},
-    # CPUs each job reserves: with torch_threads=null it trains with as many torch threads.
-    "remote": {"num_cpus": 1},
-}
-try:
-    from hydra_plugins.hydra_ray_launcher._config import RayConf, RayLauncherConf
-
-    RAY_NODE: Any = RayLauncherConf(_target_=RAY_TARGET, ray=RayConf(**RAY_DEFAULTS))
-except ImportError:  # not installed: hydra/launcher=ray composes, and RayLauncher.setup says how to install it
-    RAY_NODE = {"_target_": RAY_TARGET, "ray": RAY_DEFAULTS}
-ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RAY_NODE, provider="rlik")

@@ -63,7 +63,7 @@ def run_evaluate(cwd: Path, *overrides: str, timeout: float = 240) -> subprocess
 PRELOADED_RUNNER = """
 import json, os, runpy, sys
 import hydra, torch, wandb, pybullet, stable_baselines3, imageio  # noqa: F401  (the slow imports)
-import pipeline.factory, pipeline.tracking, pipeline.evaluation, pipeline.checkpoints  # noqa: F401
+import rlik.training.factory, rlik.ops.tracking, rlik.evaluation.episodes, rlik.training.checkpoints  # noqa: F401
 results = []
 for case in json.load(sys.stdin):
     pid = os.fork()

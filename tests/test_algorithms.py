@@ -9,10 +9,10 @@ import pytest
 import torch
 from sb3_contrib import TQC
 
-from pipeline.config import compose_train_config, validate_config
-from pipeline.crossq import ConcatenableObservations, MultiInputCrossQ
-from pipeline.factory import ALGORITHMS, PenaltyHerReplayBuffer, make_env, make_model, make_training_env
-from pipeline.policies import GoalErrorExtractor
+from rlik.policy.networks import GoalErrorExtractor
+from rlik.training.config import compose_train_config, validate_config
+from rlik.training.crossq import ConcatenableObservations, MultiInputCrossQ
+from rlik.training.factory import ALGORITHMS, PenaltyHerReplayBuffer, make_env, make_model, make_training_env
 
 SMALL = ["algo.net_arch=[32,32]", "algo.learning_starts=100", "algo.batch_size=32"]
 

@@ -10,9 +10,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import rlik.envs  # noqa: F401  (registers the ids)
+from rlik.envs.arm_tuning import CRUISE_SPEED, SETTLE_TIME
 
-import envs  # noqa: F401  (registers the ids)
-from envs.arm_tuning import CRUISE_SPEED, SETTLE_TIME
 from tests.conftest import REPO, error_lines, read_json, run_train
 
 ROS_PACKAGES = REPO / "tests" / "data" / "ros"

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import gymnasium as gym
 import numpy as np
 import pytest
+import rlik.envs  # noqa: F401  (registers the ids)
+from rlik.envs.reach_env import UrdfReachEnv
 
-import envs  # noqa: F401  (registers the ids)
-from envs.reach_env import UrdfReachEnv
-from pipeline.controllers import BalancedJacobianController, FabrikController, JacobianController
+from rlik.control.controllers import BalancedJacobianController, FabrikController, JacobianController
 
 # Planar-arm goals (m): ahead, lower left, and behind the base, where the shoulder's stops at +-pi meet.
 PLANAR_GOALS = [(0.3, 0.5, 0.1), (-0.6, -0.2, 0.1), (-0.75, 0.05, 0.1)]

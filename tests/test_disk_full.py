@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import TRAIN, error_lines, run_command
 
-from pipeline import checkpoints
+from rlik.training import checkpoints
 
 RUN = [
     "total_timesteps=1200",

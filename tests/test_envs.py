@@ -9,11 +9,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import rlik.envs  # noqa: F401  (registers the ids)
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from rlik.envs.session import URDF_DIR, check_urdf_xml
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-import envs  # noqa: F401  (registers the ids)
-from envs.session import URDF_DIR, check_urdf_xml
 
 
 def planar_arm_constants() -> dict[str, Any]:
@@ -602,7 +601,7 @@ def test_humanoid_goal_kind_says_whether_the_goal_needs_a_lean(make_env: Callabl
 
 def test_evaluation_reports_rates_per_goal_kind(make_env: Callable[..., gym.Env]) -> None:
     """summarise splits success and falls by goal kind where the env gives one; episode rows carry it."""
-    from pipeline.evaluation import episode_rows, evaluate, summarise
+    from rlik.evaluation.episodes import episode_rows, evaluate, summarise
 
     env = make_env("HumanoidReach-v0", max_episode_steps=3)
     results = evaluate(env, lambda observation: np.zeros(env.action_space.shape, dtype=np.float32), 8, 0)
@@ -619,8 +618,8 @@ def test_evaluation_reports_rates_per_goal_kind(make_env: Callable[..., gym.Env]
 def test_evaluation_reports_each_end_effectors_success(make_env: Callable[..., gym.Env]) -> None:
     """With two hands a goal counts when both are within the threshold; summarise also gives each hand's success
     alone (``reached_<link>``), and evaluate.py prints it under the success rate."""
-    from evaluate import comparison_table, table_rows
-    from pipeline.evaluation import evaluate, summarise
+    from rlik.evaluate import comparison_table, table_rows
+    from rlik.evaluation.episodes import evaluate, summarise
 
     env = make_env("HumanoidBimanualReach-v0", max_episode_steps=3, initial_joint_noise=0.0)
     robot = env.unwrapped.robot

@@ -14,13 +14,13 @@ from omegaconf import OmegaConf
 from stable_baselines3 import DDPG
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-import evaluate
-from pipeline.controllers import JacobianController
-from pipeline.evaluation import evaluate as evaluate_goals
-from pipeline.evaluation import policy_controller, summarise
-from pipeline.export import OnnxPolicy
-from pipeline.factory import make_env
-from pipeline.lean import LeanPolicy
+from rlik import evaluate
+from rlik.control.controllers import JacobianController
+from rlik.evaluation.episodes import evaluate as evaluate_goals
+from rlik.evaluation.episodes import policy_controller, summarise
+from rlik.policy.export import OnnxPolicy
+from rlik.policy.lean import LeanPolicy
+from rlik.training.factory import make_env
 from tests.conftest import TINY, check_ok, error_lines, read_json, run_evaluate, run_train
 
 

@@ -16,14 +16,14 @@ import pybullet
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import evaluation
-from pipeline.config import EvaluateConfig, validate_evaluate_config
-from pipeline.controllers import JacobianController
-from pipeline.evaluation import EpisodeResult, record_episodes
-from pipeline.factory import make_env
-from pipeline.loading import load_policy
-from pipeline.plot import PNG_NAME, configurations, find_runs, learning_figure, load_run
-from pipeline.watch import parse_goals, watch
+from rlik.control.controllers import JacobianController
+from rlik.evaluation import episodes as evaluation
+from rlik.evaluation.episodes import EpisodeResult, record_episodes
+from rlik.evaluation.learning_curves import PNG_NAME, configurations, find_runs, learning_figure, load_run
+from rlik.evaluation.watch import parse_goals, watch
+from rlik.policy.loading import load_policy
+from rlik.training.config import EvaluateConfig, validate_evaluate_config
+from rlik.training.factory import make_env
 from tests.conftest import EVALUATE, check_ok, error_lines, read_json, run_command, run_evaluate
 
 
@@ -57,8 +57,8 @@ def test_sweep_jobs_prefix_their_console_lines(joblib_sweep: tuple[Path, subproc
 
 
 def plot_command(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m pipeline.plot <args>`` (the ``rlik-plot`` console script) in ``cwd``."""
-    return run_command([sys.executable, "-m", "pipeline.plot", *args], cwd)
+    """``python -m rlik.evaluation.learning_curves <args>`` (the ``rlik-plot`` console script) in ``cwd``."""
+    return run_command([sys.executable, "-m", "rlik.evaluation.learning_curves", *args], cwd)
 
 
 def test_plot_draws_one_curve_per_configuration(

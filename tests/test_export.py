@@ -1,4 +1,4 @@
-"""Lean inference and export (pipeline/lean.py, pipeline/export.py): the same actions as SB3's ``predict``.
+"""Lean inference and export (rlik/policy/lean.py, rlik/policy/export.py): the same actions as SB3's ``predict``.
 
 Each model trains a few hundred steps first, so that weights, BatchRenorm statistics and observation
 statistics are all away from their initial values.
@@ -15,10 +15,10 @@ from stable_baselines3 import DDPG, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-from pipeline.config import compose_train_config
-from pipeline.export import OnnxPolicy, lean_policy, save_onnx
-from pipeline.factory import make_model, make_training_env
-from pipeline.lean import LeanPolicy
+from rlik.policy.export import OnnxPolicy, lean_policy, save_onnx
+from rlik.policy.lean import LeanPolicy
+from rlik.training.config import compose_train_config
+from rlik.training.factory import make_model, make_training_env
 
 TOLERANCE = 1e-5
 CASES = {

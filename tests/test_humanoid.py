@@ -5,14 +5,14 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import rlik.envs  # noqa: F401  (registers the ids)
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from rlik.envs.humanoid_env import HumanoidReachEnv
+from rlik.envs.robot import Robot
+from rlik.envs.session import PyBulletSession
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers the ids)
-from envs.humanoid_env import HumanoidReachEnv
-from envs.robot import Robot
-from envs.session import PyBulletSession
-from pipeline.config import compose_train_config
+from rlik.training.config import compose_train_config
 
 IDS = ["HumanoidReach-v0", "HumanoidBimanualReach-v0"]
 ARM_LENGTH = 0.64  # shoulder to palm, m (see the URDF)

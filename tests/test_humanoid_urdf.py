@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from rlik.envs.humanoid_env import HumanoidReachEnv
+from rlik.envs.session import resolve_urdf
 
-from envs.humanoid_env import HumanoidReachEnv
-from envs.session import resolve_urdf
-from pipeline.config import compose_train_config
-from pipeline.factory import make_env
+from rlik.training.config import compose_train_config
+from rlik.training.factory import make_env
 
 G1_URDF = "package://example-robot-data/robots/g1_description/urdf/g1_29dof_rev_1_0.urdf"
 try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import compose_train_config
-from pipeline.evaluation import evaluate, policy_controller, summarise
-from pipeline.factory import make_env, make_model, make_training_env
+from rlik.evaluation.episodes import evaluate, policy_controller, summarise
+from rlik.training.config import compose_train_config
+from rlik.training.factory import make_env, make_model, make_training_env
 
 STEPS = 5000  # a tenth of the default run: about 20 s of learn() on two cores
 GOALS = 50  # the periodic evaluation's count; seeds from the final goal set

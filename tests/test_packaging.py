@@ -1,7 +1,8 @@
-"""A non-editable install works on its own (issue 23): the wheel built from this checkout, installed into a
-fresh venv that sees the installed dependencies but not the checkout, makes every env, trains with
-``rlik-train``, evaluates with ``rlik-evaluate`` and acts with README's ``load_policy`` lines, all from a
-directory outside the checkout.
+"""A non-editable install works on its own (issues 23 and 36): the wheel built from this checkout, installed into
+a fresh venv that sees the installed dependencies but not the checkout, installs one import package, ``rlik``
+(and its Hydra launchers in Hydra's plugin namespace), makes every env, trains with ``rlik-train``, evaluates with
+``rlik-evaluate`` and acts with README's ``load_policy`` lines, all from a directory outside the checkout that
+holds a user's own ``envs/`` package; another Hydra app's ``hydra/launcher=ray`` loads nothing of rlik.
 
 The wheel is built offline (``--no-build-isolation``, with the setuptools of the dev extra) from a copy of
 the checkout, so nothing is written into the working tree. The fresh venv gets no pip and no packages of its
@@ -26,14 +27,14 @@ import gymnasium as gym
 import pytest
 from conftest import TINY
 
-import envs  # noqa: F401  (registers the ids the installed package must register too)
+import rlik  # noqa: F401  (registers the ids the installed package must register too)
 
 REPO = Path(__file__).resolve().parents[1]
 # Never part of the wheel, and possibly large (training outputs): left out of the copy it is built from.
 NOT_BUILT_FROM = shutil.ignore_patterns(
     ".git", ".venv", "outputs", "multirun", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "wandb"
 )
-ENV_IDS = sorted(env_id for env_id, spec in gym.registry.items() if str(spec.entry_point).startswith("envs."))
+ENV_IDS = sorted(env_id for env_id, spec in gym.registry.items() if str(spec.entry_point).startswith("rlik."))
 # UrdfReach-v0 and ArmReach-v0 take any URDF: one of ours by name, found inside the installed package.
 PLANAR_URDF = {"urdf": "planar_arm_2link.urdf", "end_effector": "fingertip"}
 MAKE_KWARGS = {"UrdfReach-v0": PLANAR_URDF, "ArmReach-v0": PLANAR_URDF}
@@ -51,12 +52,12 @@ TINY_TRAIN = [o for o in TINY if not o.startswith(("eval.", "checkpoint.freq", "
 # README's lines (keep the two in step), then what the test reads back (JSON after RESULT on stdout).
 README_SNIPPET = """
 import gymnasium as gym
-from pipeline.loading import load_policy
+from rlik.policy.loading import load_policy
 
 policy = load_policy("outputs/latest")  # a run directory; model="final" (default), "best" or "latest"
 env = gym.make(policy.env_id, **policy.env_kwargs)  # the run's env config, max_episode_steps included
 observation, info = env.reset(seed=0)
-action = policy.act(observation)  # numpy only (pipeline/lean.py), the run's normalisation included; a batch works too
+action = policy.act(observation)  # numpy only (rlik/policy/lean.py), the run's normalisation included; a batch works too
 """
 SNIPPET_CHECKS = """
 import json
@@ -81,8 +82,9 @@ print("RESULT", json.dumps({
     "errors": errors,
 }))
 """
-# SB3 alone, before anything of the package is imported: the final model loads without an env and
-# acts on observations normalised with the statistics saved beside it.
+# SB3's own load, before anything of the package is imported: the final model (its policy_kwargs name rlik's
+# feature extractor, which unpickling imports) loads without an env and acts on observations normalised with the
+# statistics saved beside it.
 PLAIN_SB3 = """
 import json, pickle, sys
 import gymnasium as gym
@@ -91,7 +93,7 @@ from stable_baselines3 import DDPG
 model = DDPG.load("outputs/latest/final_model.zip", device="cpu")
 with open("outputs/latest/final_model_vecnormalize.pkl", "rb") as handle:
     statistics = pickle.load(handle)
-import envs  # registers the ids
+import rlik  # registers the ids
 
 env = gym.make(sys.argv[1], **json.loads(sys.argv[2]))  # the run's env
 observation, info = env.reset(seed=0)
@@ -101,9 +103,10 @@ print("RESULT", json.dumps({"action": action.tolist()}))
 WHERE_FROM = """
 import importlib, json, sys
 import gymnasium as gym
-import envs, evaluate, pipeline, train
-from envs.session import URDF_DIR, resolve_urdf
-from pipeline.config import CONF_DIR
+import rlik
+import rlik.evaluate, rlik.train
+from rlik.envs.session import resolve_urdf
+from rlik.paths import CONF_DIR, URDF_DIR
 
 made = {}
 for env_id, kwargs in json.loads(sys.argv[2]).items():
@@ -113,9 +116,22 @@ for env_id, kwargs in json.loads(sys.argv[2]).items():
     made[env_id] = str(resolve_urdf(env.unwrapped.robot.urdf))
     env.close()
 plugins = [importlib.import_module(name) for name in json.loads(sys.argv[1])]
-modules = {m.__name__: m.__file__ for m in (envs, pipeline, train, evaluate, *plugins)}
+modules = {m.__name__: m.__file__ for m in (rlik, rlik.envs, rlik.train, rlik.evaluate, *plugins)}
 print("RESULT", json.dumps({"modules": modules, "urdf_dir": str(URDF_DIR), "conf_dir": str(CONF_DIR), "made": made, "path": sys.path}))
 """
+# An unrelated Hydra app: hydra-ray-launcher's own launcher config, and nothing of rlik imported (Hydra's plugin
+# scan imports hydra_plugins.rlik_launchers, which imports no rlik module).
+OTHER_HYDRA_APP = """
+import json, sys
+from hydra import compose, initialize
+
+with initialize(version_base="1.3", config_path=None):
+    cfg = compose(overrides=["hydra/launcher=ray"], return_hydra_config=True)
+loaded = sorted(name for name in sys.modules if name == "rlik" or name.startswith("rlik."))
+print("RESULT", json.dumps({"launcher": cfg.hydra.launcher._target_, "rlik_modules": loaded}))
+"""
+# A user's own package named like our checkout's env folder, in the directory they work in.
+USERS_ENVS = "raise ImportError('the user's own envs package: rlik must not import it')\n"
 
 
 @dataclass(frozen=True)
@@ -127,14 +143,15 @@ class Install:
     site_packages: Path
     work: Path
 
-    def run(self, *command: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        """``command`` (a console script of the venv, or its ``python``) in ``work``; no PYTHONPATH, no wandb."""
+    def run(self, *command: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """``command`` (a console script of the venv, or its ``python``) in ``cwd`` (default ``work``); no PYTHONPATH,
+        no wandb."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "WANDB_", "VIRTUAL_ENV"))}
         environment["WANDB_SILENT"] = "true"
         executable = str(self.bin / command[0])
         return subprocess.run(
             [executable, *command[1:]],
-            cwd=self.work,
+            cwd=cwd or self.work,
             env=environment,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -142,9 +159,9 @@ class Install:
             timeout=timeout,
         )
 
-    def python(self, code: str, *args: str) -> dict:
+    def python(self, code: str, *args: str, cwd: Path | None = None) -> dict:
         """Run ``code`` in the venv's python; the JSON it prints after ``RESULT`` (PyBullet prints to stdout too)."""
-        result = self.run("python", "-c", code, *args)
+        result = self.run("python", "-c", code, *args, cwd=cwd)
         check(result)
         (line,) = (line for line in result.stdout.splitlines() if line.startswith("RESULT "))
         return json.loads(line.removeprefix("RESULT "))
@@ -184,7 +201,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     site_packages = Path(subprocess.check_output(purelib, text=True).strip())
     dependencies = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
     (site_packages / "dependencies.pth").write_text("\n".join(dependencies) + "\n")
-    work.mkdir()
+    (work / "envs").mkdir(parents=True)
+    (work / "envs" / "__init__.py").write_text(USERS_ENVS)
     return Install(wheel, venv_dir / "bin", site_packages, work)
 
 
@@ -200,26 +218,32 @@ def test_wheel_holds_the_packages_data_and_scripts(installed: Install) -> None:
         names = set(wheel.namelist())
         (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
         scripts = wheel.read(entry_points).decode()
-    expected = {"train.py", "evaluate.py"}
-    packages = ("envs", "pipeline", "hydra_plugins")
-    expected |= {str(p.relative_to(REPO)) for package in packages for p in (REPO / package).glob("*.py")}
-    expected |= {f"envs/urdf/{p.relative_to(REPO / 'urdf')}" for p in (REPO / "urdf").rglob("*") if p.is_file()}
-    expected |= {f"pipeline/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
+    expected = {str(p.relative_to(REPO)) for p in (REPO / "rlik").rglob("*.py")}
+    expected |= {str(p.relative_to(REPO)) for p in (REPO / "hydra_plugins").glob("*.py")}
+    expected |= {f"rlik/envs/{p.relative_to(REPO / 'envs')}" for p in (REPO / "envs").glob("*.py")}
+    expected |= {f"rlik/urdf/{p.relative_to(REPO / 'urdf')}" for p in (REPO / "urdf").rglob("*") if p.is_file()}
+    expected |= {f"rlik/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
     assert expected <= names, sorted(expected - names)
-    assert "rlik-train = train:cli" in scripts and "rlik-evaluate = evaluate:cli" in scripts
-    assert "rlik-plot = pipeline.plot:cli" in scripts and "rlik-enjoy = evaluate:enjoy" in scripts
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"rlik", "hydra_plugins"}  # nothing generic (envs, train, ...) in site-packages
+    assert "rlik-train = rlik.train:cli" in scripts and "rlik-evaluate = rlik.evaluate:cli" in scripts
+    assert (
+        "rlik-plot = rlik.evaluation.learning_curves:cli" in scripts and "rlik-enjoy = rlik.evaluate:enjoy" in scripts
+    )
 
 
-def test_installed_package_makes_every_env_without_the_checkout(installed: Install) -> None:
+@pytest.mark.parametrize("where", ["beside a user's envs/ package", "in an empty directory"])
+def test_installed_package_makes_every_env_without_the_checkout(installed: Install, where: str, tmp_path: Path) -> None:
     plugins = [f"hydra_plugins.{p.stem}" for p in (REPO / "hydra_plugins").glob("*.py")]  # our Hydra launchers
     make = {env_id: MAKE_KWARGS.get(env_id, {}) for env_id in ENV_IDS}
-    report = installed.python(WHERE_FROM, json.dumps(plugins), json.dumps(make))
+    cwd = installed.work if where.startswith("beside") else tmp_path
+    report = installed.python(WHERE_FROM, json.dumps(plugins), json.dumps(make), cwd=cwd)
     assert sorted(report["made"]) == ENV_IDS and len(ENV_IDS) == 5
     assert len(report["modules"]) == 4 + len(plugins)
     for module, path in report["modules"].items():
         assert Path(path).is_relative_to(installed.site_packages), f"{module} imported from {path}"
-    assert Path(report["urdf_dir"]) == installed.site_packages / "envs" / "urdf"
-    assert Path(report["conf_dir"]) == installed.site_packages / "pipeline" / "conf"
+    assert Path(report["urdf_dir"]) == installed.site_packages / "rlik" / "urdf"
+    assert Path(report["conf_dir"]) == installed.site_packages / "rlik" / "conf"
     assert all(Path(urdf).is_relative_to(installed.site_packages) for urdf in report["made"].values())
     assert not any((installed.work / entry).resolve() == REPO for entry in report["path"])  # "": the cwd
 
@@ -243,3 +267,9 @@ def test_readme_snippet_acts_like_sb3_on_the_installed_package(installed: Instal
     assert unknown.startswith("ValueError: unknown model 'bestest'; choose one of") and "\n" not in unknown
     plain = installed.python(PLAIN_SB3, result["env_id"], json.dumps(result["env_kwargs"]))
     assert plain["action"] == pytest.approx(result["action"], abs=1e-5)
+
+
+def test_another_hydra_apps_ray_launcher_loads_nothing_of_rlik(installed: Install) -> None:
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    report = installed.python(OTHER_HYDRA_APP)
+    assert report == {"launcher": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", "rlik_modules": []}

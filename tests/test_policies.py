@@ -1,4 +1,4 @@
-"""DDPG's policy options: the saturation-penalised actor (pipeline/policies.py), twin critics, the
+"""DDPG's policy options: the saturation-penalised actor (rlik/policy/networks.py), twin critics, the
 learning-rate decay, the fused optimizer and the actor average."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from stable_baselines3 import DDPG
 
-from pipeline.averaging import ActorAverage
-from pipeline.config import compose_train_config
-from pipeline.factory import make_model, make_training_env
-from pipeline.policies import SaturationPenalisedActor, pre_tanh_actions
+from rlik.policy.networks import SaturationPenalisedActor, pre_tanh_actions
+from rlik.training.averaging import ActorAverage
+from rlik.training.config import compose_train_config
+from rlik.training.factory import make_model, make_training_env
 
 
 def planar_model(saturation_cost: float, n_critics: int = 1, fused_optimizer: bool = False) -> DDPG:

@@ -24,10 +24,10 @@ from stable_baselines3 import DDPG
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_pkl
 
-from pipeline import checkpoints
-from pipeline.config import compose_train_config
-from pipeline.factory import make_env, make_model, make_training_env
-from pipeline.resume import resumed_config
+from rlik.training import checkpoints
+from rlik.training.config import compose_train_config
+from rlik.training.factory import make_env, make_model, make_training_env
+from rlik.training.resume import resumed_config
 from tests.conftest import (
     REPO,
     TINY,
@@ -462,7 +462,7 @@ def test_wandb_online_without_network_falls_back_offline(tmp_path: Path) -> None
 
 def test_wandb_online_without_credentials_falls_back_offline(tmp_path: Path) -> None:
     script = (
-        "from omegaconf import OmegaConf; from pipeline.tracking import init_run; "
+        "from omegaconf import OmegaConf; from rlik.ops.tracking import init_run; "
         "cfg = OmegaConf.create({'mode': 'online', 'project': 'p', 'entity': None, 'name': None, "
         "'group': None, 'tags': [], 'init_timeout': 5.0}); "
         f"run = init_run(cfg, {{'a': 1}}, {str(tmp_path)!r}); run.log({{'x': 3.5}}); "

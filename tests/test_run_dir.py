@@ -21,11 +21,12 @@ import pytest
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
 
-from pipeline import checkpoints, interrupts
-from pipeline.config import compose_train_config
-from pipeline.factory import make_env, make_model, make_training_env
-from pipeline.interrupts import SIGNALS, Interrupted, SignalStop
-from pipeline.resume import grow_replay_buffer
+from rlik.ops import interrupts
+from rlik.ops.interrupts import SIGNALS, Interrupted, SignalStop
+from rlik.training import checkpoints
+from rlik.training.config import compose_train_config
+from rlik.training.factory import make_env, make_model, make_training_env
+from rlik.training.resume import grow_replay_buffer
 from tests.conftest import EVALUATE, TINY, check_ok, error_lines, read_json, run_evaluate, run_train, run_train_many
 from tests.test_reliability import (
     KILL_FREQ,

@@ -21,14 +21,14 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from pipeline.launchers import (
+from rlik.evaluation.sweeps import configuration_rows, configuration_table, summarise_seeds
+from rlik.ops.launchers import (
     PARALLEL_JOBS_ENV,
     absolute_sweep_dir_override,
     job_torch_threads,
     ray_init_options,
     requeue_overrides,
 )
-from pipeline.sweeps import configuration_rows, configuration_table, summarise_seeds
 from tests.conftest import REPO, TINY, check_ok, offline_run_dirs, read_json, run_evaluate, run_train, train_env
 
 CORES = len(os.sched_getaffinity(0))
@@ -43,7 +43,7 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": 
 
 
 def test_job_torch_threads_per_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rule of pipeline/launchers.py on real launcher config nodes; the end-to-end tests below check metrics.json."""
+    """The rule of rlik/ops/launchers.py on real launcher config nodes; the end-to-end tests below check metrics.json."""
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.delenv(PARALLEL_JOBS_ENV, raising=False)
     joblib = OmegaConf.create({"_target_": "JoblibLauncher", "n_jobs": 2})
@@ -154,7 +154,7 @@ def test_ray_sweeps_on_a_local_instance_and_on_a_running_cluster(
     result = run_train(
         tmp_path,
         "-m",
-        "hydra/launcher=ray",
+        "hydra/launcher=rlik_ray",
         "+hydra.launcher.ray.init.num_cpus=2",
         "+hydra.launcher.ray.init.include_dashboard=false",
         "hydra.launcher.ray.remote.num_cpus=2",
@@ -175,7 +175,7 @@ def test_ray_sweeps_on_a_local_instance_and_on_a_running_cluster(
     result = run_train(
         driver,
         "-m",
-        "hydra/launcher=ray",
+        "hydra/launcher=rlik_ray",
         "hydra.launcher.ray.init.address=auto",
         *TINY,
         "seed=0,1",

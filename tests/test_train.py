@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from stable_baselines3 import DDPG
 from stable_baselines3.common.save_util import load_from_zip_file
 
-from pipeline import checkpoints
-from pipeline.factory import make_env
+from rlik.training import checkpoints
+from rlik.training.factory import make_env
 from tests.conftest import (
     TINY,
     check_ok,

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.checkpoints import json_text, statistics_path
-from pipeline.evaluation import EpisodeResult, episode_rows, policy_controller
-from pipeline.factory import make_env
-from pipeline.loading import load_model
-from pipeline.tracking import GOAL_COLUMNS, goal_table
+from rlik.evaluation.episodes import EpisodeResult, episode_rows, policy_controller
+from rlik.ops.tracking import GOAL_COLUMNS, goal_table
+from rlik.policy.loading import load_model
+from rlik.training.checkpoints import json_text, statistics_path
+from rlik.training.factory import make_env
 from tests.conftest import (
     TINY,
     TRAIN,

@@ -8,7 +8,7 @@ goal-error features of ``GoalErrorExtractor``), the actor's affine layers with t
 (CrossQ's BatchRenorm folded into the next layer), and the rescaling to the action space.
 
 This module imports numpy and nothing else, so ``policy.npz`` (``LeanPolicy.save``) runs wherever numpy
-does; ``pipeline/export.py`` builds a ``LeanPolicy`` from an SB3 model and writes ``policy.onnx`` from it.
+does; ``rlik/policy/export.py`` builds a ``LeanPolicy`` from an SB3 model and writes ``policy.onnx`` from it.
 
     policy = LeanPolicy.load("outputs/<run>/policy.npz")
     action = policy.act(observation)          # one observation (dict or array) -> (n_actions,)

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pipeline.evaluation import Controller
+from rlik.evaluation.episodes import Controller
 
 # The GUI's text over the goal: dark green within the success threshold, orange outside it (RGB in [0, 1]).
 SUCCESS_RGB, MISS_RGB = (0.0, 0.5, 0.0), (0.9, 0.4, 0.0)

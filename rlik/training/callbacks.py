@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from pipeline import checkpoints
-from pipeline.averaging import ActorAverage
-from pipeline.evaluation import PERIODIC_SEED_OFFSET, episode_rows, evaluate, policy_controller, summarise
-from pipeline.tracking import goal_table
+from rlik.evaluation.episodes import PERIODIC_SEED_OFFSET, episode_rows, evaluate, policy_controller, summarise
+from rlik.ops.tracking import goal_table
+from rlik.training import checkpoints
+from rlik.training.averaging import ActorAverage
 
 
 @dataclass

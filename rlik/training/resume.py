@@ -22,10 +22,10 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from pipeline import checkpoints
-from pipeline.averaging import ActorAverage
-from pipeline.config import ALGO_SCHEMAS, TrainConfig
-from pipeline.factory import ALGORITHMS, sb3_algo_kwargs
+from rlik.training import checkpoints
+from rlik.training.averaging import ActorAverage
+from rlik.training.config import ALGO_SCHEMAS, TrainConfig
+from rlik.training.factory import ALGORITHMS, sb3_algo_kwargs
 
 # Hyperparameters SB3 reads afresh at every update, so a resumed run may change them (say, a lower
 # learning rate to fine-tune); the other algo keys shape the networks, exploration or the replay buffer.

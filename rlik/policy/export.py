@@ -1,4 +1,4 @@
-"""From a trained SB3 model to ``LeanPolicy`` (pipeline/lean.py), ``policy.npz`` and ``policy.onnx``.
+"""From a trained SB3 model to ``LeanPolicy`` (rlik/policy/lean.py), ``policy.npz`` and ``policy.onnx``.
 
 ``lean_policy`` reads the deterministic actor's weights out of the model: DDPG and TD3 (``actor.mu``, ending
 in tanh), SAC and TQC (``actor.latent_pi`` then ``actor.mu``, squashed by tanh), CrossQ (the same, with
@@ -21,8 +21,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.vec_env import VecNormalize
 
-from pipeline.lean import Layer, LeanPolicy, Normalization
-from pipeline.policies import GoalErrorExtractor
+from rlik.policy.lean import Layer, LeanPolicy, Normalization
+from rlik.policy.networks import GoalErrorExtractor
 
 ACTIVATION_NAMES = {torch.nn.ReLU: "relu", torch.nn.Tanh: "tanh"}
 ONNX_OPSET = 17

@@ -23,13 +23,13 @@ from omegaconf import OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from pipeline import interrupts
-from pipeline.averaging import ActorAverage
+from rlik.ops import interrupts
+from rlik.training.averaging import ActorAverage
 
 MODEL_FILE = "model.zip"
 REPLAY_FILE = "replay_buffer.pkl"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
-AVERAGE_FILE = "actor_average.pt"  # pipeline.averaging.ActorAverage, when the run averages its actor
+AVERAGE_FILE = "actor_average.pt"  # rlik.training.averaging.ActorAverage, when the run averages its actor
 STATE_FILE = "state.json"  # written last: its presence marks a complete checkpoint
 LOCK_FILE = ".lock"  # in the run directory: holds the pid of the process training it
 # What a run leaves in its directory (Hydra's config first): a new run refuses a directory holding any of them.
@@ -174,7 +174,7 @@ def save_checkpoint(
     except (OSError, RuntimeError) as error:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint helps nobody and holds the space
         raise write_failed(final, error) from error
-    except BaseException:  # a signal that forces the exit (pipeline/interrupts.py): the newest complete one stays
+    except BaseException:  # a signal that forces the exit (rlik/ops/interrupts.py): the newest complete one stays
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():  # same step saved again (e.g. a resume that did not advance)

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipeline import checkpoints
+from rlik.training import checkpoints
 
 # Set in each job process by hydra/launcher=slurm_local (submitit's local executor): the jobs of its batch, which run
 # side by side.

@@ -18,9 +18,9 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-import envs  # noqa: F401  (registers the gymnasium ids)
-from pipeline.crossq import MultiInputCrossQ
-from pipeline.policies import GoalErrorExtractor, SaturationPenalisedMlpPolicy, SaturationPenalisedMultiInputPolicy
+import rlik.envs  # noqa: F401  (registers the gymnasium ids)
+from rlik.policy.networks import GoalErrorExtractor, SaturationPenalisedMlpPolicy, SaturationPenalisedMultiInputPolicy
+from rlik.training.crossq import MultiInputCrossQ
 
 ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {
     "ddpg": DDPG,

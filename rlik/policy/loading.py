@@ -1,7 +1,7 @@
 """What a training run left, loaded to act: its config, its models with their observation statistics, and
-``load_policy``, the run's policy in numpy (``pipeline.lean.LeanPolicy``) beside the env it was trained for.
+``load_policy``, the run's policy in numpy (``rlik.policy.lean.LeanPolicy``) beside the env it was trained for.
 
-    from pipeline.loading import load_policy
+    from rlik.policy.loading import load_policy
 
     policy = load_policy("outputs/latest")  # final_model.zip (DEFAULT_MODEL); model="best" or "latest" for the others
     env = gym.make(policy.env_id, **policy.env_kwargs)
@@ -25,11 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-from pipeline import checkpoints
-from pipeline.config import DEFAULT_MODEL, MODELS, validate_env_config
-from pipeline.export import lean_policy
-from pipeline.factory import ALGORITHMS, env_kwargs
-from pipeline.lean import LeanPolicy, Normalization
+from rlik.policy.export import lean_policy
+from rlik.policy.lean import LeanPolicy, Normalization
+from rlik.training import checkpoints
+from rlik.training.config import DEFAULT_MODEL, MODELS, validate_env_config
+from rlik.training.factory import ALGORITHMS, env_kwargs
 
 MODEL_NAMES = (*MODELS, "latest")  # "latest": the newest complete checkpoint
 # Saved attributes SB3 would rebuild the replay buffer from, replaced on loading: a model loaded to act never
@@ -152,7 +152,7 @@ class RunPolicy:
     """A training run's policy, acting in numpy alone, and the env it was trained for.
 
     :param lean: the deterministic actor with the run's observation normalisation (``LeanPolicy``; its
-        ``save`` writes a ``policy.npz`` that needs only numpy and pipeline/lean.py).
+        ``save`` writes a ``policy.npz`` that needs only numpy and rlik/policy/lean.py).
     :param env_id: the gymnasium id of the env it was trained on.
     :param env_kwargs: ``gym.make`` keyword arguments that rebuild that env: every env key of the run's
         config and ``max_episode_steps``.

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 import pybullet
 
-from envs.balance import com_margin
-from envs.humanoid_env import HumanoidReachEnv
-from envs.reach_env import UrdfReachEnv
-from envs.robot import Robot
-from pipeline.evaluation import Observation
+from rlik.envs.balance import com_margin
+from rlik.envs.humanoid_env import HumanoidReachEnv
+from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.robot import Robot
+from rlik.evaluation.episodes import Observation
 
 TWO_PI = 2.0 * math.pi
 
@@ -594,7 +594,7 @@ class BalancedJacobianController(_JointTorqueController):
     pelvis and the rigid legs do not move with the joints, since the planted feet pin them, so their terms are
     zero and only count in the total mass). ``e1`` pushes the COM toward the centre of the planted feet's
     footprint (``env.robot.footprint``, the polygon of the env's fall rule) by the shortfall of its margin
-    (``envs.balance.com_margin``) below ``margin``. The task is weighted by an activation ``h`` in [0, 1], 1 at
+    (``rlik.envs.balance.com_margin``) below ``margin``. The task is weighted by an activation ``h`` in [0, 1], 1 at
     a margin of ``margin`` or less, 0 from ``margin + band`` on, linear between (``J1`` and ``e1`` both times
     ``h``): well inside the feet the hands move the COM freely; nearer the edge the task first holds the COM
     (``e1`` is 0 there, so it only blocks motion), then pulls it back.

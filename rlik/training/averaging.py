@@ -51,7 +51,7 @@ class ActorAverage:
         """The mean saved at ``path`` (a checkpoint's) if it exists and began at ``start_step``, else an empty one."""
         average = cls(start_step)
         if path is not None and path.exists():
-            saved = torch.load(path, map_location="cpu")  # a corrupt file: pipeline/resume.py names it
+            saved = torch.load(path, map_location="cpu")  # a corrupt file: rlik/training/resume.py names it
             if saved["start_step"] == start_step:
                 average.first_step, average.count, average.mean = saved["first_step"], saved["count"], saved["mean"]
         return average

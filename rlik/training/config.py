@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-import envs  # noqa: F401  (registers the gymnasium ids)
-from envs.session import package_data_dir
+import rlik.envs  # noqa: F401  (registers the gymnasium ids)
+from rlik.paths import CONF_DIR
 
 # conf/env/<name>.yaml -> gymnasium id
 ENV_PRESETS = {
@@ -37,7 +37,6 @@ ENV_PRESETS = {
 }
 # Chosen per run, not per experiment: not config keys.
 RUNTIME_ENV_PARAMETERS = {"self", "render_mode"}
-CONF_DIR = package_data_dir("pipeline", "conf")  # the checkout's conf/, or a wheel's copy in pipeline/conf/
 
 
 def _omegaconf_type(annotation: Any) -> Any:
@@ -112,17 +111,17 @@ class OffPolicyConfig:
     # bit for bit: the fused kernel rounds differently.
     fused_optimizer: bool = False
     # None: the final model is the last actor. Else the uniform mean of the actor's weights over the updates from
-    # this fraction of total_timesteps to the end (pipeline/averaging.py); training goes on with the last actor.
+    # this fraction of total_timesteps to the end (rlik/training/averaging.py); training goes on with the last actor.
     actor_average_start: Optional[float] = None  # noqa: UP045
     # Length scales (metres) at which the networks also see the goal error tanh(error / scale)
-    # (pipeline/policies.py GoalErrorExtractor); empty: SB3's plain concatenation of the Dict observation.
+    # (rlik/policy/networks.py GoalErrorExtractor); empty: SB3's plain concatenation of the Dict observation.
     goal_error_scales: list[float] = field(default_factory=list)
     gamma: float = 0.95
     tau: float = 0.05
     batch_size: int = 256
     # Transitions kept; the run's own length by default: nothing is dropped, and a checkpoint's replay
     # buffer (SB3 pickles its whole capacity) is no larger than the run. A resume with a larger total_timesteps
-    # grows the checkpoint's buffer to it, every stored transition kept (pipeline/resume.py grow_replay_buffer).
+    # grows the checkpoint's buffer to it, every stored transition kept (rlik/training/resume.py grow_replay_buffer).
     buffer_size: int = "${total_timesteps}"  # type: ignore[assignment]  (an OmegaConf interpolation)
     learning_starts: int = 1000
     train_freq: int = 1  # env steps (per env) between updates
@@ -134,7 +133,7 @@ class OffPolicyConfig:
 @dataclass
 class DDPGConfig(OffPolicyConfig):
     n_critics: int = 1  # the original DDPG's single critic
-    # Weight of the actor's mean squared pre-tanh action in its loss (pipeline/policies.py): keeps the
+    # Weight of the actor's mean squared pre-tanh action in its loss (rlik/policy/networks.py): keeps the
     # deterministic actor out of tanh saturation (bang-bang torques). 0: SB3's plain actor.
     saturation_cost: float = 0.0
 
@@ -207,7 +206,7 @@ class TrainConfig:
     seed: int = 0
     total_timesteps: int = 50_000  # env steps, summed over the n_envs envs
     n_envs: int = 1
-    # None: this job's share of the cores under its launcher (pipeline/launchers.py job_torch_threads)
+    # None: this job's share of the cores under its launcher (rlik/ops/launchers.py job_torch_threads)
     torch_threads: Optional[int] = None  # noqa: UP045
     device: str = "cpu"
     normalize_observations: bool = False  # VecNormalize on observations (stats saved with the models)
@@ -376,7 +375,7 @@ def check_learning_starts(cfg: Any, episode: int | None) -> None:
 def validate_env_config(env: Any) -> None:
     """Checks of an env config that the env constructor would pass and that fail later (mid-training, in the
     final evaluation, in a video), for train.py and for a run's env with evaluate.py's overrides
-    (pipeline/loading.py ``run_config``); raises ValueError naming the key and the fix."""
+    (rlik/policy/loading.py ``run_config``); raises ValueError naming the key and the fix."""
     if env.id not in gym.registry:
         raise ValueError(f"unknown env id '{env.id}'; choose env= one of {sorted(ENV_PRESETS)}.")
     if env.get("max_episode_steps") is not None and not env.max_episode_steps > 0:  # null: the env's own limit
@@ -398,7 +397,7 @@ def validate_env_config(env: Any) -> None:
 
 @dataclass
 class JacobianConfig:
-    """``JacobianController``'s gains (pipeline/controllers.py)."""
+    """``JacobianController``'s gains (rlik/control/controllers.py)."""
 
     kp: float = 400.0  # stiffness, 1/s^2
     kd: float = 40.0  # damping, 1/s
@@ -408,7 +407,7 @@ class JacobianConfig:
 
 @dataclass
 class FabrikConfig:
-    """``FabrikController``'s settings (pipeline/controllers.py); the humanoid does better at kp=100 kd=20."""
+    """``FabrikController``'s settings (rlik/control/controllers.py); the humanoid does better at kp=100 kd=20."""
 
     kp: float = 400.0  # stiffness, 1/s^2
     kd: float = 40.0  # damping, 1/s
@@ -419,7 +418,7 @@ class FabrikConfig:
 
 @dataclass
 class PyBulletIKConfig:
-    """``PyBulletIKController``'s settings (pipeline/controllers.py)."""
+    """``PyBulletIKController``'s settings (rlik/control/controllers.py)."""
 
     kp: float = 400.0  # stiffness, 1/s^2
     kd: float = 40.0  # damping, 1/s
@@ -429,7 +428,7 @@ class PyBulletIKConfig:
 
 @dataclass
 class BalancedJacobianConfig:
-    """``BalancedJacobianController``'s gains (pipeline/controllers.py): the humanoid's balance-first IK."""
+    """``BalancedJacobianController``'s gains (rlik/control/controllers.py): the humanoid's balance-first IK."""
 
     kp: float = 100.0  # stiffness, 1/s^2
     kd: float = 20.0  # damping, 1/s
@@ -480,7 +479,7 @@ class EvaluateConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)  # the run's own values, the command line's on top
 
 
-# controller=: the run's policy, or a classical controller of pipeline/controllers.py (evaluate.py's
+# controller=: the run's policy, or a classical controller of rlik/control/controllers.py (evaluate.py's
 # CLASSICAL) whose gains are the EvaluateConfig node of the same name.
 CONTROLLERS = ("policy", "jacobian", "fabrik", "jacobian_balance", "pybullet_ik")
 

@@ -3,7 +3,7 @@
     rlik-plot outputs/latest                        # one run: <run dir>/learning_curves.png
     rlik-plot multirun/2026-11-23_12-00-00-123456   # a sweep: one curve per configuration, its seeds pooled
     rlik-plot outputs/2026-11-23/*_seed0 outputs/2026-11-23/*_seed1   # runs: into their common parent directory
-    python -m pipeline.plot <dirs> --out curves.png
+    python -m rlik.evaluation.learning_curves <dirs> --out curves.png
 
 Success rate and median final distance (m) against env steps, and the fall rate when an evaluation saw a fall. Runs
 that differ only in their seed are one configuration (as ``evaluate.py sweep=`` pools them): its curve is the mean
@@ -25,8 +25,8 @@ import matplotlib
 import numpy as np
 from omegaconf import OmegaConf
 
-from pipeline.logs import exit_bad_input  # not pipeline.cli, which imports torch: this command starts fast
-from pipeline.sweeps import SEED_KEY, flatten, group_by_configuration, summarise_seeds, swept_keys
+from rlik.evaluation.sweeps import SEED_KEY, flatten, group_by_configuration, summarise_seeds, swept_keys
+from rlik.ops.logs import exit_bad_input  # not rlik.ops.cli, which imports torch: this command starts fast
 
 matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -34,7 +34,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 PNG_NAME = "learning_curves.png"
-# Run attribute -> progress.csv column, in the rows the periodic evaluation writes (pipeline/callbacks.py).
+# Run attribute -> progress.csv column, in the rows the periodic evaluation writes (rlik/training/callbacks.py).
 EVAL_COLUMNS = {
     "steps": "eval/env_steps",
     "seconds": "eval/wall_seconds",
@@ -136,7 +136,7 @@ class Configuration:
 
 
 def configurations(runs: list[Run]) -> list[Configuration]:
-    """``runs`` grouped by configuration (``pipeline.sweeps.group_by_configuration``), in order of their first run."""
+    """``runs`` grouped by configuration (``rlik.evaluation.sweeps.group_by_configuration``), in order of their first run."""
     configs = [run.config for run in runs]
     keys = swept_keys(configs)
     groups = group_by_configuration(configs, keys)

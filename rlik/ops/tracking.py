@@ -19,8 +19,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter
 
-from pipeline.checkpoints import MODEL_FILE, atomic_write, statistics_path
-from pipeline.logs import say
+from rlik.ops.logs import say
+from rlik.training.checkpoints import MODEL_FILE, atomic_write, statistics_path
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # The x axis of every chart: env steps, logged as ``global_step`` in each row. wandb's own ``_step`` counts log

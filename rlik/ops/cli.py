@@ -15,9 +15,9 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pipeline import checkpoints
-from pipeline.interrupts import Interrupted
-from pipeline.logs import exit_bad_input
+from rlik.ops.interrupts import Interrupted
+from rlik.ops.logs import exit_bad_input
+from rlik.training import checkpoints
 
 
 def config_error_line(error: BaseException, script: str = "train.py") -> str:

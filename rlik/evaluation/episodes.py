@@ -16,8 +16,8 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-from pipeline.checkpoints import atomic_write
-from pipeline.export import lean_policy
+from rlik.policy.export import lean_policy
+from rlik.training.checkpoints import atomic_write
 
 matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -57,7 +57,7 @@ class EpisodeResult:
 
 def policy_controller(model: BaseAlgorithm, vec_normalize: VecNormalize | None = None) -> Controller:
     """Deterministic actions of an SB3 model, observations normalised as in training: the lean actor
-    (pipeline/lean.py, the same actions without ``predict``'s overhead), or ``predict`` for an actor the
+    (rlik/policy/lean.py, the same actions without ``predict``'s overhead), or ``predict`` for an actor the
     lean path does not convert. ``vec_normalize``'s statistics are read now: call again after they change."""
     try:
         return lean_policy(model, vec_normalize).act

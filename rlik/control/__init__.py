@@ -1,0 +1,1 @@
+"""Classical controllers: Jacobian iteration, FABRIK, balance-aware Jacobian, PyBullet IK (baselines of the policy)."""

@@ -1,0 +1,1 @@
+"""Evaluation: episodes on held-out goals, their tables, plots and videos, sweeps and learning curves."""

@@ -1,0 +1,1 @@
+"""Operations: the command line, signals, launchers, console logs and Weights & Biases tracking."""

@@ -1,0 +1,1 @@
+"""Training: the config schema, the algorithm registry, callbacks, checkpoints and resume."""
