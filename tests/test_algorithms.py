@@ -10,9 +10,10 @@ import torch
 from sb3_contrib import TQC
 
 from rlik.policy.networks import GoalErrorExtractor
+from rlik.training.algorithms import ALGORITHMS
 from rlik.training.config import compose_train_config, validate_config
 from rlik.training.crossq import ConcatenableObservations, MultiInputCrossQ
-from rlik.training.factory import ALGORITHMS, PenaltyHerReplayBuffer, make_env, make_model, make_training_env
+from rlik.training.factory import PenaltyHerReplayBuffer, make_env, make_model, make_training_env
 
 SMALL = ["algo.net_arch=[32,32]", "algo.learning_starts=100", "algo.batch_size=32"]
 
@@ -31,7 +32,7 @@ def test_contrib_algorithm_trains_with_her_saves_and_reloads(algo: str, cls: typ
     model.learn(300)  # 200 updates on HER's Dict samples
     assert any(not torch.equal(a, b) for a, b in zip(weights, model.actor.parameters()))
     model.save(tmp_path / "model.zip")
-    loaded = ALGORITHMS[algo].load(tmp_path / "model.zip", env=model.get_env(), device="cpu")
+    loaded = ALGORITHMS[algo].sb3_class.load(tmp_path / "model.zip", env=model.get_env(), device="cpu")
     obs = model.get_env().reset()
     action, _ = loaded.predict(obs, deterministic=True)
     np.testing.assert_allclose(action, model.predict(obs, deterministic=True)[0], atol=1e-6)

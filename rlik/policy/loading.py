@@ -28,8 +28,9 @@ from stable_baselines3.common.vec_env import VecNormalize
 from rlik.policy.export import lean_policy
 from rlik.policy.lean import LeanPolicy, Normalization
 from rlik.training import checkpoints
+from rlik.training.algorithms import algorithm_named
 from rlik.training.config import DEFAULT_MODEL, MODELS, validate_env_config
-from rlik.training.factory import ALGORITHMS, env_kwargs
+from rlik.training.factory import env_kwargs
 
 MODEL_NAMES = (*MODELS, "latest")  # "latest": the newest complete checkpoint
 # Saved attributes SB3 would rebuild the replay buffer from, replaced on loading: a model loaded to act never
@@ -120,7 +121,7 @@ def load_model(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass an SB3 .zip (e.g. {run_dir}/best_model.zip).")
     try:
-        model = ALGORITHMS[train_cfg.algo.name].load(path, device="cpu", custom_objects=ACTING_OBJECTS)
+        model = algorithm_named(train_cfg.algo.name).sb3_class.load(path, device="cpu", custom_objects=ACTING_OBJECTS)
     except Exception as error:  # truncated zip, not a zip, missing entries
         raise ValueError(
             f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); pass another .zip."

@@ -9,42 +9,18 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from sb3_contrib import TQC
-from stable_baselines3 import DDPG, SAC, TD3, HerReplayBuffer
+from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, OrnsteinUhlenbeckActionNoise
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import rlik.envs  # noqa: F401  (registers the gymnasium ids)
 from rlik.policy.networks import GoalErrorExtractor, SaturationPenalisedMlpPolicy, SaturationPenalisedMultiInputPolicy
-from rlik.training.crossq import MultiInputCrossQ
+from rlik.training.algorithms import POLICY_KEYS, RLIK_KEYS, algorithm_named
 
-ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {
-    "ddpg": DDPG,
-    "td3": TD3,
-    "sac": SAC,
-    "tqc": TQC,
-    "crossq": MultiInputCrossQ,
-}
-# Config keys that are keyword arguments of the policy, not of the algorithm.
-POLICY_KEYS = ("net_arch", "n_critics", "n_quantiles", "batch_norm_momentum", "renorm_warmup_steps")
 NOISE_TYPES = ("normal", "ornstein_uhlenbeck", "none")
-# Config keys that are not constructor arguments of the algorithm class.
-PIPELINE_ALGO_KEYS = {
-    *POLICY_KEYS,
-    "name",
-    "action_noise",
-    "her",
-    "saturation_cost",
-    "learning_rate_final",
-    "learning_rate_decay_start",
-    "fused_optimizer",
-    "actor_average_start",
-    "goal_error_scales",
-}
 
 
 @dataclass(frozen=True)
@@ -63,9 +39,11 @@ class DecayingLearningRate:
 
 def sb3_algo_kwargs(algo_cfg: DictConfig, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """The algo config as keyword arguments of the SB3 algorithm (all its keys, or only ``keys``):
-    pipeline-only keys dropped, ``learning_rate`` a schedule when ``learning_rate_final`` is set."""
+    rlik's own and the policy's keys dropped, ``learning_rate`` a schedule when ``learning_rate_final`` is set."""
     config = OmegaConf.to_container(algo_cfg, resolve=True)
-    kwargs = {k: v for k, v in config.items() if k not in PIPELINE_ALGO_KEYS and (keys is None or k in keys)}
+    kwargs = {
+        k: v for k, v in config.items() if k not in RLIK_KEYS and k not in POLICY_KEYS and (keys is None or k in keys)
+    }
     if kwargs.get("tau", 0.0) is None:  # CrossQ: no target networks
         del kwargs["tau"]
     if algo_cfg.learning_rate_final is not None:
@@ -167,8 +145,7 @@ def make_action_noise(noise_cfg: DictConfig, n_actions: int) -> ActionNoise | No
 def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
     """A fresh SB3 model for ``cfg.algo`` on ``env``; HER replay when the env is goal-conditioned."""
     algo_cfg = cfg.algo
-    if algo_cfg.name not in ALGORITHMS:
-        raise ValueError(f"unknown algo '{algo_cfg.name}'; choose algo= one of {sorted(ALGORITHMS)}.")
+    algorithm = algorithm_named(algo_cfg.name)
     goal_conditioned = isinstance(env.observation_space, gym.spaces.Dict)
     kwargs = sb3_algo_kwargs(algo_cfg)
     if goal_conditioned and algo_cfg.her.enabled:
@@ -192,10 +169,8 @@ def make_model(cfg: DictConfig, env: VecEnv) -> BaseAlgorithm:
         policy_kwargs["features_extractor_class"] = GoalErrorExtractor
         policy_kwargs["features_extractor_kwargs"] = {"scales": list(algo_cfg.goal_error_scales)}
     if algo_cfg.fused_optimizer:  # only then: Adam(fused=False) would also turn off torch's default foreach kernel
-        policy_kwargs["optimizer_kwargs"] = {"fused": True}
-        if algo_cfg.name == "crossq":  # the Adam betas CrossQ's policy sets only when given no optimizer_kwargs
-            policy_kwargs["optimizer_kwargs"]["betas"] = (0.5, 0.999)
-    return ALGORITHMS[algo_cfg.name](
+        policy_kwargs["optimizer_kwargs"] = {**algorithm.optimizer_defaults, "fused": True}
+    return algorithm.sb3_class(
         policy,
         env,
         action_noise=make_action_noise(algo_cfg.action_noise, env.action_space.shape[0]),

@@ -23,24 +23,11 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from rlik.training import checkpoints
+from rlik.training.algorithms import RESUMABLE_KEYS, algorithm_named
 from rlik.training.averaging import ActorAverage
-from rlik.training.config import ALGO_SCHEMAS, TrainConfig
-from rlik.training.factory import ALGORITHMS, sb3_algo_kwargs
+from rlik.training.config import TrainConfig
+from rlik.training.factory import sb3_algo_kwargs
 
-# Hyperparameters SB3 reads afresh at every update, so a resumed run may change them (say, a lower
-# learning rate to fine-tune); the other algo keys shape the networks, exploration or the replay buffer.
-RESUMABLE_ALGO_KEYS = (
-    "learning_rate",
-    "learning_rate_final",
-    "learning_rate_decay_start",
-    "batch_size",
-    "gradient_steps",
-    "train_freq",
-    "learning_starts",
-    "gamma",
-    "tau",
-    "actor_average_start",
-)
 # Top-level keys a checkpoint fixes: its replay buffer holds transitions of n_envs envs, and its saved
 # VecNormalize statistics (or their absence) decide what the policy's observations are normalised by.
 FIXED_KEYS = ("n_envs", "normalize_observations", "normalize_goals")
@@ -55,7 +42,7 @@ class ResumeRefused(ValueError):
         them = "it" if len(keys) == 1 else "them"
         super().__init__(
             f"{', '.join(keys)} cannot change when a run resumes; drop {them} from the command or start a new run "
-            f"(resumable: {', '.join(RESUMABLE_ALGO_KEYS)})."
+            f"(resumable: {', '.join(RESUMABLE_KEYS)})."
         )
 
 
@@ -64,7 +51,7 @@ def is_resumable(key: str) -> bool:
     group, _, rest = key.partition(".")
     if group == "env" or key in FIXED_KEYS:
         return False
-    return group != "algo" or rest.split(".")[0] in RESUMABLE_ALGO_KEYS
+    return group != "algo" or rest.split(".")[0] in RESUMABLE_KEYS
 
 
 def saved_config(run_dir: Path) -> DictConfig:
@@ -73,7 +60,7 @@ def saved_config(run_dir: Path) -> DictConfig:
     saved = OmegaConf.merge(
         OmegaConf.structured(TrainConfig), checkpoints.read_yaml(run_dir / ".hydra" / "config.yaml")
     )
-    saved.algo = OmegaConf.merge(OmegaConf.structured(ALGO_SCHEMAS[saved.algo.name]), saved.algo)
+    saved.algo = OmegaConf.merge(OmegaConf.structured(algorithm_named(saved.algo.name).schema), saved.algo)
     OmegaConf.set_struct(saved, True)
     return saved
 
@@ -152,10 +139,10 @@ def read_checkpoint(checkpoint: Path, cfg: DictConfig, env: VecEnv) -> tuple[Off
         raise CorruptCheckpoint(f"{checkpoint} is incomplete (its {checkpoints.STATE_FILE} or model zip is unreadable)")
     if (checkpoint / checkpoints.VECNORMALIZE_FILE).exists():
         env = read(checkpoints.VECNORMALIZE_FILE, lambda path: VecNormalize.load(str(path), env))
-    hyperparameters = sb3_algo_kwargs(cfg.algo, RESUMABLE_ALGO_KEYS)
+    hyperparameters = sb3_algo_kwargs(cfg.algo, RESUMABLE_KEYS)
     model = read(
         checkpoints.MODEL_FILE,
-        lambda path: ALGORITHMS[cfg.algo.name].load(path, env=env, device=cfg.device, **hyperparameters),
+        lambda path: algorithm_named(cfg.algo.name).sb3_class.load(path, env=env, device=cfg.device, **hyperparameters),
     )
     if (checkpoint / checkpoints.REPLAY_FILE).exists():
         read(checkpoints.REPLAY_FILE, model.load_replay_buffer)
