@@ -30,8 +30,29 @@ from hydra.core.utils import JobReturn
 from hydra.errors import ConfigCompositionException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+try:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+except ImportError as error:  # the sweeps extra is not installed; Hydra's plugin scan must still import this module
+    SUBMITIT_MISSING = str(error)
+
+    class BaseSubmititLauncher(Launcher):  # type: ignore[no-redef]
+        """Stands in for hydra-submitit-launcher's launcher without the sweeps extra: says how to install it."""
+
+        _EXECUTOR = ""
+
+        def __init__(self, **params: Any) -> None:
+            raise ConfigCompositionException(
+                f"hydra/launcher=slurm and slurm_local need hydra-submitit-launcher ({SUBMITIT_MISSING}): "
+                "pip install 'rlik[sweeps]'"
+            )
+
+        def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+            raise NotImplementedError
+
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            raise NotImplementedError
 
 
 class ResumingSubmititLauncher(BaseSubmititLauncher):
@@ -128,7 +149,7 @@ class RayLauncher(Launcher):
             from hydra_plugins.hydra_ray_launcher import _core  # noqa: F401  (imports ray)
         except ImportError as error:
             raise ConfigCompositionException(
-                f"hydra/launcher=rlik_ray needs Ray and hydra-ray-launcher ({error}): pip install -e '.[ray]'"
+                f"hydra/launcher=rlik_ray needs Ray and hydra-ray-launcher ({error}): pip install 'rlik[ray]'"
             ) from None
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 

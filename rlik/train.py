@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlik.ops import interrupts
 from rlik.ops.cli import exit_bad_input, interrupted_line, report_failed_job, run_main
 from rlik.ops.interrupts import Interrupted
-from rlik.paths import CONF_DIR
+from rlik.paths import CONF_DIR, RunDir
 from rlik.training import checkpoints
 from rlik.training.config import register_configs
 from rlik.training.resume import check_resume_argument
@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> float:
             return train(cfg, run_dir, multirun)
     except Interrupted as interrupted:
         # Stopped before a checkpoint (in start-up): nothing to resume, so no half-made run directory either.
-        if not cfg.resume and checkpoints.latest_checkpoint(run_dir / "checkpoints") is None:
+        if not cfg.resume and checkpoints.latest_checkpoint(RunDir(run_dir).checkpoints) is None:
             lock.undo_start(run_dir)
         print(interrupted_line(interrupted, run_dir), file=sys.stderr, flush=True)
         interrupts.SIGNAL_STOP.hand_over(interrupted.signum)  # a submitit job's USR2: requeued as resume=<run dir>
@@ -71,7 +71,7 @@ def main(cfg: DictConfig) -> float:
     except (ValueError, FileNotFoundError) as error:
         # Bad input found before training: say it in one line, and take back what this start wrote (a resumed
         # run's directory keeps everything).
-        if not cfg.resume and not (run_dir / "checkpoints").exists():
+        if not cfg.resume and not (RunDir(run_dir).checkpoints).exists():
             lock.undo_start(run_dir)
         if multirun:
             # The launcher records the failure and runs the other jobs; the sweep exits non-zero at the end.

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from rlik.evaluation.sweeps import SEED_KEY, flatten, group_by_configuration, summarise_seeds, swept_keys
 from rlik.ops.logs import exit_bad_input  # not rlik.ops.cli, which imports torch: this command starts fast
+from rlik.paths import RunDir
 
 matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -83,14 +84,14 @@ class Run:
 
 def is_run(path: Path) -> bool:
     """Whether ``path`` is a train.py run directory (it holds the run's .hydra/config.yaml)."""
-    return (path / ".hydra" / "config.yaml").is_file()
+    return (RunDir(path).config).is_file()
 
 
 def load_run(path: Path) -> Run:
     """A train.py run directory's evaluations; ValueError naming the problem if it is not one."""
     if not path.is_dir():
         raise ValueError(f"{path} does not exist; pass a run directory (outputs/latest) or a sweep's directory")
-    progress = path / "progress.csv"
+    progress = RunDir(path).progress
     if not is_run(path) or not progress.is_file():
         raise ValueError(f"{path} is not a train.py run directory (no .hydra/config.yaml or progress.csv); pass one")
     with open(progress, newline="") as handle:
@@ -98,10 +99,10 @@ def load_run(path: Path) -> Run:
     columns = {
         name: np.array([float(row.get(column) or "nan") for row in rows]) for name, column in EVAL_COLUMNS.items()
     }
-    config = flatten(OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=True))
+    config = flatten(OmegaConf.to_container(OmegaConf.load(RunDir(path).config), resolve=True))
     final = None
-    if (path / "metrics.json").is_file():
-        final = {k: v for k, v in json.loads((path / "metrics.json").read_text()).items() if k != "episodes"}
+    if (RunDir(path).metrics).is_file():
+        final = {k: v for k, v in json.loads((RunDir(path).metrics).read_text()).items() if k != "episodes"}
     return Run(path, config, final=final, **columns)
 
 

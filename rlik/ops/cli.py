@@ -17,7 +17,11 @@ from omegaconf import DictConfig
 
 from rlik.ops.interrupts import Interrupted
 from rlik.ops.logs import exit_bad_input
+from rlik.paths import RunDir
 from rlik.training import checkpoints
+
+# Hydra plugins of the extras (pyproject.toml): the configs a missing one leaves unloadable, and the extra to install.
+PLUGIN_EXTRAS = {"hydra/launcher/submitit": "sweeps", "hydra/sweeper/optuna": "sweeps"}
 
 
 def config_error_line(error: BaseException, script: str = "train.py") -> str:
@@ -26,6 +30,9 @@ def config_error_line(error: BaseException, script: str = "train.py") -> str:
     :param script: the command whose ``--cfg job`` lists the keys (``train.py`` or ``evaluate.py``).
     """
     text = f"{error}\n{error.__cause__ or ''}"
+    for config, extra in PLUGIN_EXTRAS.items():
+        if f"Could not load '{config}" in text:
+            return f"{text.splitlines()[0]} Its Hydra plugin is not installed: pip install 'rlik[{extra}]'."
     skip = ("full_key:", "object_type=", "reference_type=", "To append", "Config search path", "provider=", "schema_")
     parts = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(skip)]
     message = " ".join(p if p.endswith((".", ":", ",")) else p + ";" for p in parts).rstrip(";")
@@ -66,7 +73,7 @@ def interrupted_line(interrupted: Interrupted, run_dir: Path) -> str:
     if interrupted.checkpoint is not None:
         step = checkpoints.read_state(interrupted.checkpoint)["num_timesteps"]
         return f"interrupted at step {step} ({interrupted.name}): checkpoint saved; {resume}"
-    latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+    latest = checkpoints.latest_checkpoint(RunDir(run_dir).checkpoints)
     if latest is None:
         return f"interrupted ({interrupted.name}) before the first checkpoint: nothing saved; start the run again."
     step = checkpoints.read_state(latest)["num_timesteps"]
@@ -93,7 +100,7 @@ class NewRunDirectory(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         # The jobs' directories are <sweep dir>/<subdir>: any earlier sweep's job there would be mixed.
         for job_dir in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
-            if job_dir.is_dir() and any((job_dir / name).exists() for name in checkpoints.RUN_FILES):
+            if job_dir.is_dir() and any(path.exists() for path in RunDir(job_dir).run_files()):
                 exit_bad_input(
                     f"sweep directory {sweep_dir} already holds the runs of another sweep ({job_dir.name}/, ...); "
                     f"give this sweep another hydra.sweep.dir (a job of it continues with python train.py "

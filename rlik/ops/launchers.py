@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from rlik.paths import RunDir
 from rlik.training import checkpoints
 
 # Set in each job process by hydra/launcher=slurm_local (submitit's local executor): the jobs of its batch, which run
@@ -68,7 +69,7 @@ def requeue_overrides(overrides: Sequence[str], run_dir: Path) -> list[str]:
         ``.hydra/config.yaml`` holds every value of its sweep point; a group choice such as ``algo=td3`` given
         again would be read as a value on resume), else ``overrides``: the job starts again.
     """
-    if checkpoints.latest_checkpoint(run_dir / "checkpoints") is None:
+    if checkpoints.latest_checkpoint(RunDir(run_dir).checkpoints) is None:
         return list(overrides)
     return [f"resume={run_dir.resolve()}"]
 

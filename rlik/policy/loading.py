@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from rlik.paths import RunDir
 from rlik.policy.export import lean_policy
 from rlik.policy.lean import LeanPolicy, Normalization
 from rlik.training import checkpoints
@@ -44,7 +45,7 @@ def run_config(run_dir: Path, env_overrides: DictConfig | None = None) -> DictCo
     :raises FileNotFoundError: ``run_dir`` is missing or is not a training run's directory.
     :raises ValueError: an override names a key the run's env does not have, or gives it a value the env fails on.
     """
-    path = Path(run_dir) / ".hydra" / "config.yaml"
+    path = RunDir(run_dir).config
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(
             f"run directory {run_dir} does not exist; pass the directory of a training run "
@@ -75,7 +76,7 @@ def model_file(run_dir: Path, model: str = DEFAULT_MODEL) -> Path:
         raise ValueError(f"unknown model '{model}'; choose one of {MODEL_NAMES}.")
     run_dir = Path(run_dir)
     if model == "latest":
-        latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+        latest = checkpoints.latest_checkpoint(RunDir(run_dir).checkpoints)
         if latest is None:
             raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; choose model=best or final.")
         return latest / checkpoints.MODEL_FILE
@@ -138,7 +139,7 @@ def load_model(
     beside = (checkpoints.statistics_path(path), path.parent / checkpoints.VECNORMALIZE_FILE)
     statistics = next((candidate for candidate in beside if candidate.is_file()), None)
     if statistics is None and train_cfg.normalize_observations:
-        latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+        latest = checkpoints.latest_checkpoint(RunDir(run_dir).checkpoints)
         statistics = latest / checkpoints.VECNORMALIZE_FILE if latest else None
         if statistics is None or not statistics.is_file():
             raise FileNotFoundError(

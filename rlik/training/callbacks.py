@@ -20,6 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from rlik.evaluation.episodes import PERIODIC_SEED_OFFSET, episode_rows, evaluate, policy_controller, summarise
 from rlik.ops.tracking import goal_table
+from rlik.paths import RunDir
 from rlik.training import checkpoints
 from rlik.training.averaging import ActorAverage
 
@@ -110,7 +111,7 @@ class HeldOutEvaluation(BaseCallback):
         score = [summary["success_rate"], -summary["fall_rate"], -summary["final_distance_median"]]
         if self.state.best_score is None or score > self.state.best_score:
             self.state.best_score = score
-            checkpoints.save_model(self.model, self.run_dir / "best_model.zip")
+            checkpoints.save_model(self.model, RunDir(self.run_dir).model("best"))
         self.logger.dump(self.num_timesteps)
         return True
 
@@ -179,7 +180,7 @@ class Checkpointing(BaseCallback):
     def save(self) -> Path:
         """Write ``checkpoints/step_<N>/`` at the model's current step; returns it."""
         return checkpoints.save_checkpoint(
-            self.run_dir / "checkpoints",
+            RunDir(self.run_dir).checkpoints,
             self.model,
             self.state.checkpoint_state(self.model),
             self.cfg.replay_buffer,

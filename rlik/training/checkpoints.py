@@ -24,6 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rlik.ops import interrupts
+from rlik.paths import RunDir
 from rlik.training.averaging import ActorAverage
 
 MODEL_FILE = "model.zip"
@@ -32,8 +33,6 @@ VECNORMALIZE_FILE = "vecnormalize.pkl"
 AVERAGE_FILE = "actor_average.pt"  # rlik.training.averaging.ActorAverage, when the run averages its actor
 STATE_FILE = "state.json"  # written last: its presence marks a complete checkpoint
 LOCK_FILE = ".lock"  # in the run directory: holds the pid of the process training it
-# What a run leaves in its directory (Hydra's config first): a new run refuses a directory holding any of them.
-RUN_FILES = (".hydra/config.yaml", "checkpoints", "run.json", "final_model.zip", "metrics.json")
 
 
 class DiskWriteError(OSError):
@@ -265,10 +264,11 @@ class RunDirectoryTaken(ValueError):
 
 
 def check_no_run_in(run_dir: Path) -> None:
-    """Raise ``RunDirectoryTaken`` if ``run_dir`` holds any of ``RUN_FILES``; reads only."""
-    if not (found := [name for name in RUN_FILES if (Path(run_dir) / name).exists()]):
+    """Raise ``RunDirectoryTaken`` if ``run_dir`` holds any of ``RunDir.run_files``; reads only."""
+    files = RunDir(run_dir)
+    if not (found := [str(path.relative_to(files.path)) for path in files.run_files() if path.exists()]):
         return
-    if latest_checkpoint(Path(run_dir) / "checkpoints") is None:
+    if latest_checkpoint(RunDir(run_dir).checkpoints) is None:
         fix = f"it has no checkpoint to resume: give this run another hydra.run.dir, or delete {run_dir}"
     else:
         fix = f"continue that run with python train.py resume={run_dir}, or give this one another hydra.run.dir"

@@ -22,6 +22,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from rlik.paths import RunDir
 from rlik.training import checkpoints
 from rlik.training.algorithms import RESUMABLE_KEYS, algorithm_named
 from rlik.training.averaging import ActorAverage
@@ -57,9 +58,7 @@ def is_resumable(key: str) -> bool:
 def saved_config(run_dir: Path) -> DictConfig:
     """The run's ``.hydra/config.yaml`` on the current schema (struct): top-level and algo keys added since
     the run started take their defaults, so runs of an older checkout still resume."""
-    saved = OmegaConf.merge(
-        OmegaConf.structured(TrainConfig), checkpoints.read_yaml(run_dir / ".hydra" / "config.yaml")
-    )
+    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), checkpoints.read_yaml(RunDir(run_dir).config))
     saved.algo = OmegaConf.merge(OmegaConf.structured(algorithm_named(saved.algo.name).schema), saved.algo)
     OmegaConf.set_struct(saved, True)
     return saved
@@ -67,7 +66,7 @@ def saved_config(run_dir: Path) -> DictConfig:
 
 def saved_presets(run_dir: Path) -> dict[str, str]:
     """The ``env=`` and ``algo=`` presets the run started with, from Hydra's ``.hydra/hydra.yaml`` ({} if absent)."""
-    path = run_dir / ".hydra" / "hydra.yaml"
+    path = RunDir(run_dir).hydra_config
     if not path.is_file():
         return {}
     choices = checkpoints.read_yaml(path).hydra.runtime.choices
@@ -163,7 +162,7 @@ def load_newest_checkpoint(
 
     :raises FileNotFoundError: none reads whole (the oldest one's problem named).
     """
-    directory = Path(run_dir) / "checkpoints"
+    directory = RunDir(run_dir).checkpoints
     found = sorted(directory.glob("step_*")) if directory.is_dir() else []
     problem = ""
     for checkpoint in reversed(found):
@@ -240,7 +239,7 @@ def check_resume_argument(argv: Sequence[str]) -> str | None:
             return None
         if any(a.startswith(("hydra.run.dir=", "++hydra.run.dir=")) for a in argv):
             return "resume= continues in the resumed run's own directory; drop hydra.run.dir= from the command."
-        if not (Path(value) / ".hydra" / "config.yaml").is_file():
+        if not (RunDir(value).config).is_file():
             what = "is not a run directory (no .hydra/config.yaml)" if Path(value).is_dir() else "does not exist"
             return (
                 f"resume={value}: {what}; pass the directory of an earlier run, e.g. resume=outputs/<date>/<time>_..."

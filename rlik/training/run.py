@@ -41,6 +41,7 @@ from rlik.ops.tracking import (
     resolved_config,
     swept_values,
 )
+from rlik.paths import RunDir
 from rlik.training import checkpoints
 from rlik.training.averaging import ActorAverage
 from rlik.training.callbacks import ActorAveraging, Checkpointing, GoalCurriculum, HeldOutEvaluation, RunState
@@ -54,8 +55,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
 
     :return: the final success rate on the held-out goals, in [0, 1].
     """
+    files = RunDir(run_dir)
     # 0. Leftovers of writes cut short by a dead trainer or evaluation; under the run lock, so no live writer's.
-    for directory in (run_dir, run_dir / "checkpoints"):
+    for directory in (run_dir, files.checkpoints):
         checkpoints.remove_stale_temporaries(directory)
     swept = sweep_job_values() if multirun else {}
 
@@ -72,7 +74,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     if derived := derived_settings(eval_env):  # an arm's settings derived from its URDF: shown, and kept
         say(derived_settings_text(cfg.env.urdf, derived))
         check_learning_starts(cfg, eval_env.unwrapped.episode_steps)
-        checkpoints.atomic_write_json(run_dir / "derived.json", derived)
+        checkpoints.atomic_write_json(files.derived, derived)
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
     env = make_training_env(
         cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and not cfg.resume, cfg.normalize_goals
@@ -119,12 +121,12 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
     if average and average.count:
         average.apply(model.policy.actor)
         say(f"final model: the mean of {average.count} actors from step {average.first_step} on")
-    checkpoints.save_model(model, run_dir / "final_model.zip")
-    if not (run_dir / "best_model.zip").exists():
-        checkpoints.save_model(model, run_dir / "best_model.zip")
+    checkpoints.save_model(model, files.model("final"))
+    if not files.model("best").exists():
+        checkpoints.save_model(model, files.model("best"))
     speed = (model.num_timesteps - start_steps) / (seconds - run_state.learn_seconds_before)
     metrics, episodes = final_evaluation(cfg, run_dir, model, eval_env, seconds, speed, average)
-    video = record_video(cfg, model, run_dir / "video.mp4") if cfg.wandb.video_episodes > 0 else None
+    video = record_video(cfg, model, files.video) if cfg.wandb.video_episodes > 0 else None
     if run:
         finish_tracking(cfg, run_dir, run, run_state, metrics, episodes, video if cfg.wandb.video else None)
     env.close()
@@ -175,7 +177,8 @@ def start_tracking(
 ) -> Any:
     """The wandb run (None when disabled) and the model's loggers: progress.csv, wandb, console lines (only the
     evaluations' beside a progress bar). A resumed run stays in its group; a new one joins its experiment's."""
-    run_info = checkpoints.read_json(run_dir / "run.json") if cfg.resume and (run_dir / "run.json").is_file() else {}
+    files = RunDir(run_dir)
+    run_info = checkpoints.read_json(files.run_info) if cfg.resume and files.run_info.is_file() else {}
     config, group = resolved_config(cfg), run_info.get("wandb_group") or experiment_group(cfg)
     if multirun:  # a sweep's jobs: one group, and the values this job was given, to filter and compare by
         group = f"sweep-{Path(HydraConfig.get().sweep.dir).name}"
@@ -183,12 +186,12 @@ def start_tracking(
     say(f"run directory: {run_dir}")
     run = init_run(cfg.wandb, config, str(run_dir), state.get("wandb_run_id"), group, tags=experiment_tags(cfg))
     checkpoints.atomic_write_json(
-        run_dir / "run.json", {"wandb_run_id": run.id if run else None, "wandb_group": run.group if run else None}
+        files.run_info, {"wandb_run_id": run.id if run else None, "wandb_group": run.group if run else None}
     )
     outputs = Path.cwd() / "outputs"
     if not multirun and outputs in run_dir.resolve().parents:
         checkpoints.atomic_symlink(outputs / "latest", run_dir.resolve())
-    formats = [ContinuedCSVOutputFormat(run_dir / "progress.csv", model.num_timesteps if cfg.resume else None)]
+    formats = [ContinuedCSVOutputFormat(files.progress, model.num_timesteps if cfg.resume else None)]
     formats += [WandbOutputFormat(run)] if run else []
     formats += [LineOutputFormat("eval/" if interactive(cfg) else "")]
     model.set_logger(Logger(str(run_dir), formats))
@@ -205,6 +208,7 @@ def final_evaluation(
     average: ActorAverage | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The final model on the held-out goals, written to metrics.json: (the summary, one row per episode)."""
+    files = RunDir(run_dir)
     results = evaluate(
         eval_env, policy_controller(model, model.get_vec_normalize_env()), cfg.eval.final_goals, cfg.eval.goal_seed
     )
@@ -217,7 +221,7 @@ def final_evaluation(
         "averaged_actors": average.count if average else 0,
     }
     episodes = episode_rows(results)
-    checkpoints.atomic_write_json(run_dir / "metrics.json", {**metrics, "episodes": episodes})
+    checkpoints.atomic_write_json(files.metrics, {**metrics, "episodes": episodes})
     say("final evaluation: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics, episodes
 
@@ -243,6 +247,7 @@ def finish_tracking(
 ) -> None:
     """The final evaluation, its goals and ``video`` in the wandb run, and the models as artifact versions, each
     with the evaluation it was picked by (success, falls: fractions; distance: m)."""
+    files = RunDir(run_dir)
     run.summary.update({f"final/{k}": v for k, v in metrics.items()})
     logged = {"final/goals": goal_table(episodes)}
     if video:
@@ -250,10 +255,10 @@ def finish_tracking(
     run.log({**logged, STEP_METRIC: metrics["num_timesteps"]})
     described = {"env": cfg.env.id, "algo": cfg.algo.name}
     final = {key: metrics[key] for key in ("num_timesteps", "success_rate", "fall_rate", "final_distance_median")}
-    log_model(run, run_dir / "final_model.zip", "final", {**described, **final})
+    log_model(run, files.model("final"), "final", {**described, **final})
     best = {}  # without periodic evaluations best_model.zip is the final model
     if run_state.best_score is not None:  # as compared: fall rate and distance negated
         success, fall, distance = run_state.best_score
         best = {"success_rate": success, "fall_rate": -fall, "final_distance_median": -distance}
-    log_model(run, run_dir / "best_model.zip", "best", {**described, **best})
+    log_model(run, files.model("best"), "best", {**described, **best})
     run.finish()
