@@ -24,7 +24,8 @@ import pybullet_data
 import rlik.envs  # noqa: F401  (registers the ids)
 from pybullet_utils.bullet_client import BulletClient
 from rlik.envs.reach_env import UrdfReachEnv
-from rlik.envs.session import clamp_joint_speeds, resolve_urdf
+from rlik.envs.session import clamp_joint_speeds
+from rlik.envs.urdf_files import resolve_urdf
 
 TARGET_RATIO = 0.5
 

@@ -32,7 +32,7 @@ from _common import REPO, BenchmarkError
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(REPO))  # this checkout's rlik, even where another is installed
-from rlik.control.controllers import FabrikController, JacobianController, inverse_kinematics_time_us
+from rlik.control import FabrikController, JacobianController, inverse_kinematics_time_us
 from rlik.evaluation.episodes import predict_controller
 from rlik.policy.export import OnnxPolicy, lean_policy, save_onnx
 from rlik.policy.lean import stack_observations

@@ -48,7 +48,7 @@ class ArmReachEnv(UrdfReachEnv):
     ## Arguments
 
     ``gym.make("ArmReach-v0", urdf="franka_panda/panda.urdf", end_effector="panda_grasptarget")``; URDFs with
-    ``package://`` mesh paths load as they are (``rlik.envs.session.resolve_urdf``). The parameters not listed here are
+    ``package://`` mesh paths load as they are (``rlik.envs.urdf_files.resolve_urdf``). The parameters not listed here are
     ``UrdfReachEnv``'s.
 
     :param joints: joint names to actuate; ``None``: the chain to the end effector(s).

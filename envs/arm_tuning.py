@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from rlik.envs.robot import Robot
-from rlik.envs.session import check_urdf_xml, resolve_urdf
+from rlik.envs.urdf_files import check_urdf_xml, resolve_urdf
 
 SETTLE_TIME = 0.1  # s: the damped joint's time constant M_ii / damping
 CRUISE_SPEED = 2.0  # rad/s (m/s for a prismatic joint: PRISMATIC_SPEED): a full action's steady speed

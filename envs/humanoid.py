@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from rlik.envs.balance import BalanceSensor, BalanceState, com_margin, support_polygon
 from rlik.envs.robot import Robot
-from rlik.envs.session import PyBulletSession, check_urdf_xml, resolve_urdf
+from rlik.envs.session import PyBulletSession
+from rlik.envs.urdf_files import check_urdf_xml, resolve_urdf
 
 MASSLESS_LINK_MASS = 0.001  # kg, for a link the URDF gives no <inertial>
 
@@ -21,7 +22,7 @@ class HumanoidRobot(Robot):
     the COM's margin in it (``footprint_margin``) changes smoothly with the pose and warns before the robot tips.
 
     :param session: the PyBullet session that owns the client.
-    :param urdf: URDF path (see ``rlik.envs.session.resolve_urdf``).
+    :param urdf: URDF path (see ``rlik.envs.urdf_files.resolve_urdf``).
     :param ground: body id of the floor the feet stand on.
     :param joints: names of the joints to actuate, as ``Robot``'s.
     :param fixed_base: bolt the pelvis to the world (it then cannot fall).

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from rlik.envs.session import JointInfo, PyBulletSession, check_urdf_xml, resolve_urdf
+from rlik.envs.session import JointInfo, PyBulletSession
+from rlik.envs.urdf_files import check_urdf_xml, resolve_urdf
 
 if TYPE_CHECKING:
     from pybullet_utils.bullet_client import BulletClient
@@ -18,7 +19,7 @@ class Robot:
     """Reads joints, limits and links from a URDF and applies joint torques, through its session.
 
     :param session: the PyBullet session that owns the client.
-    :param urdf: URDF path (see ``rlik.envs.session.resolve_urdf``).
+    :param urdf: URDF path (see ``rlik.envs.urdf_files.resolve_urdf``).
     :param joints: names of the joints to actuate; ``None`` means every revolute/prismatic joint, or with
         ``reaching_links`` those on the chains from the base to them. The other movable joints hold their pose at
         load (a stiff position motor at the URDF effort limit), as a robot's unused limbs (or fingers) do, instead

@@ -1,8 +1,8 @@
-"""One PyBullet physics client per env: the only code of the envs that calls PyBullet.
+"""One PyBullet physics client per env: the only code of the package that calls PyBullet.
 
 ``PyBulletSession`` wraps the client: connection, URDF loading (with the URDF checked first, so a broken
 file fails with its own cause instead of PyBullet's generic one), joints, links, contacts, the base, motors,
-state and camera. Results come back as arrays or as the named tuples below, never as PyBullet's bare tuples.
+state, IK and camera. Results come back as arrays or as the named tuples below, never as PyBullet's bare tuples.
 """
 
 from __future__ import annotations
@@ -10,19 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
-
-from rlik.paths import URDF_DIR
+from rlik.envs.urdf_files import loadable_urdf
 
 
 def display_available() -> bool:
@@ -31,10 +27,11 @@ def display_available() -> bool:
 
 
 ACTUATED_TYPES = (pybullet.JOINT_REVOLUTE, pybullet.JOINT_PRISMATIC)
-MESH_SUFFIXES = (".obj", ".stl", ".dae", ".cdf")  # the mesh formats PyBullet's URDF importer reads
-# Fields of getLinkState(s) that the envs read (PyBullet returns a bare tuple).
+# Fields of getLinkState(s) read here (PyBullet returns a bare tuple).
 _LINK_COM_POSITION = 0  # linkWorldPosition: the link's centre of mass, world frame
+_LINK_INERTIAL_FRAME = slice(2, 4)  # localInertialFramePosition, -Orientation: the COM frame in the link frame
 _LINK_FRAME_POSITION = 4  # worldLinkFramePosition: the link's URDF frame origin, world frame
+_LINK_FRAME_ORIENTATION = 5  # worldLinkFrameOrientation: the URDF frame's orientation, world frame
 
 
 class JointInfo(NamedTuple):
@@ -94,7 +91,7 @@ class ContactPoint(NamedTuple):
 
 
 class Pose(NamedTuple):
-    """A base's pose: ``position`` (3,) m and ``orientation`` quaternion (x, y, z, w), world frame."""
+    """A base's or a link frame's pose: ``position`` (3,) m and ``orientation`` quaternion (x, y, z, w), world frame."""
 
     position: tuple[float, float, float]
     orientation: tuple[float, float, float, float]
@@ -105,133 +102,6 @@ class Velocity(NamedTuple):
 
     linear: tuple[float, float, float]
     angular: tuple[float, float, float]
-
-
-PACKAGE_SCHEME = "package://"
-
-
-def package_folders(package: str, urdf: Path | None = None) -> list[Path]:
-    """Folders that may hold the ROS package ``package``, in the order a ``package://<package>/...`` path is
-    looked up: the URDF's own folders (a folder above it named ``package``, or one holding ``package``), the
-    ``ROS_PACKAGE_PATH`` entries, ``share/<package>`` of the ``AMENT_PREFIX_PATH`` and ``CMAKE_PREFIX_PATH`` prefixes,
-    and description packages installed with pip (``example-robot-data``'s ``cmeel.prefix/share``)."""
-    above = list(urdf.parents) if urdf is not None else []
-    folders = [folder for folder in above if folder.name == package] + [folder / package for folder in above]
-    for entry in filter(None, os.environ.get("ROS_PACKAGE_PATH", "").split(os.pathsep)):
-        folders += [Path(entry)] if Path(entry).name == package else [Path(entry) / package]
-    for variable in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH"):
-        folders += [
-            Path(entry) / "share" / package for entry in filter(None, os.environ.get(variable, "").split(os.pathsep))
-        ]
-    folders += [Path(entry) / "cmeel.prefix" / "share" / package for entry in sys.path if entry]
-    return folders
-
-
-def resolve_package_path(uri: str, urdf: Path | None = None) -> Path | None:
-    """The file a ``package://<package>/<path>`` URI names (see ``package_folders``), or None if none exists."""
-    package, _, rest = uri[len(PACKAGE_SCHEME) :].partition("/")
-    for folder in package_folders(package, urdf):
-        if (folder / rest).is_file():
-            return (folder / rest).resolve()
-    return None
-
-
-def resolve_urdf(path: str | os.PathLike) -> Path:
-    """Find a URDF: as given, else in this project's ``urdf/``, else in ``pybullet_data``; a ``package://`` URI
-    through the ROS package folders (``package_folders``).
-
-    Raises ``FileNotFoundError`` naming every place looked in.
-    """
-    if str(path).startswith(PACKAGE_SCHEME):
-        found = resolve_package_path(str(path))
-        if found is None:
-            raise FileNotFoundError(
-                f"URDF '{path}' not found: no package '{str(path)[len(PACKAGE_SCHEME) :].split('/')[0]}' holds it "
-                "(looked in ROS_PACKAGE_PATH, AMENT_PREFIX_PATH, CMAKE_PREFIX_PATH and pip-installed description "
-                "packages); install the package (pip install -e '.[robots]' for example-robot-data) or add its "
-                "folder to ROS_PACKAGE_PATH."
-            )
-        return found
-    candidates = [Path(path)]
-    if not Path(path).is_absolute():
-        candidates += [URDF_DIR / path, Path(pybullet_data.getDataPath()) / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    looked = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"URDF '{path}' not found (looked in: {looked}); pass an existing file path, "
-        f"a name under {URDF_DIR}, a path inside pybullet_data or a package:// URI."
-    )
-
-
-def check_urdf_xml(path: Path) -> ET.Element:
-    """Parse the URDF as XML so a malformed file fails with the parser's line and column."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise ValueError(f"URDF '{path}' is malformed XML ({err}); fix the file.") from None
-    if root.tag != "robot":
-        raise ValueError(f"URDF '{path}' has root <{root.tag}>, expected <robot>; fix the file.")
-    return root
-
-
-def find_mesh(path: Path, filename: str) -> Path | None:
-    """The mesh file ``filename`` of the URDF at ``path``: a ``package://`` URI through the ROS package folders,
-    else where PyBullet looks (``model://`` dropped): as given, below the URDF's folder and each folder above it,
-    the working directory and the two above it, and ``pybullet_data``."""
-    if filename.startswith(PACKAGE_SCHEME) and (found := resolve_package_path(filename, path)) is not None:
-        return found
-    for scheme in (PACKAGE_SCHEME, "model://"):
-        if filename.startswith(scheme):
-            filename = filename[len(scheme) :]
-            break
-    name = Path(filename)
-    folders = [*Path(path).parents, Path("."), Path(".."), Path("../.."), Path(pybullet_data.getDataPath())]
-    return next(
-        (candidate for candidate in [name, *(folder / name for folder in folders)] if candidate.is_file()), None
-    )
-
-
-def check_urdf_contents(path: Path, root: ET.Element) -> None:
-    """Raise ``ValueError`` for what makes PyBullet refuse a well-formed URDF with only a generic error: a revolute
-    or prismatic joint without ``<limit>``, or a mesh file it cannot find or read."""
-    for joint in root.iter("joint"):
-        kind = joint.get("type")
-        if kind in ("revolute", "prismatic") and joint.find("limit") is None:
-            hint = ' (a revolute joint without stops is type="continuous")' if kind == "revolute" else ""
-            raise ValueError(
-                f"URDF '{path}': {kind} joint '{joint.get('name')}' has no <limit>; add "
-                f'<limit lower="..." upper="..." effort="..." velocity="..."/> to it{hint}.'
-            )
-    for link in root.iter("link"):
-        for mesh in link.iter("mesh"):
-            filename = mesh.get("filename", "")
-            if Path(filename).suffix.lower() not in MESH_SUFFIXES:
-                raise ValueError(
-                    f"URDF '{path}': link '{link.get('name')}' has mesh '{filename}', a format PyBullet cannot "
-                    f"read; convert it to one of {', '.join(MESH_SUFFIXES)}."
-                )
-            if find_mesh(path, filename) is None:
-                raise ValueError(
-                    f"URDF '{path}': mesh file '{filename}' of link '{link.get('name')}' not found (looked beside "
-                    "the URDF, in the folders above it, in ROS_PACKAGE_PATH, AMENT_PREFIX_PATH and pip-installed "
-                    "description packages, and in pybullet_data); fix the filename or put the mesh there."
-                )
-
-
-def with_package_meshes_resolved(path: Path, root: ET.Element) -> str | None:
-    """The URDF's text with every ``package://`` mesh replaced by its absolute path, or None if it has none.
-
-    PyBullet drops ``package://`` and searches only relative to the URDF and the working directory, which misses
-    packages found through ``ROS_PACKAGE_PATH`` or installed elsewhere. Call after ``check_urdf_contents``.
-    """
-    meshes = [mesh for mesh in root.iter("mesh") if mesh.get("filename", "").startswith(PACKAGE_SCHEME)]
-    if not meshes:
-        return None
-    for mesh in meshes:
-        mesh.set("filename", str(find_mesh(path, mesh.get("filename"))))
-    return ET.tostring(root, encoding="unicode")
 
 
 def clamp_joint_speeds(client: BulletClient, body: int, joint_indices: Sequence[int]) -> None:
@@ -251,8 +121,8 @@ def clamp_joint_speeds(client: BulletClient, body: int, joint_indices: Sequence[
 class PyBulletSession:
     """Owns one ``BulletClient`` (DIRECT, or GUI for ``render_mode="human"``).
 
-    ``client`` stays public for code outside the envs that needs PyBullet calls this class does not wrap
-    (the Jacobians and mass matrices of ``rlik/control/controllers.py``, tests); the envs call only the methods here.
+    ``client`` stays public for tests and for ``benchmarks/env_throughput.py``'s bare PyBullet loop; the envs and
+    the controllers of ``rlik.control`` call only the methods here.
 
     :param timestep: physics step in seconds.
     :param gravity: gravity along -z in m/s^2.
@@ -293,19 +163,10 @@ class PyBulletSession:
     ) -> int:
         """Load a URDF with the inertias written in the file; return its body id.
 
-        The file is checked first (``check_urdf_xml``, ``check_urdf_contents``): PyBullet reports those causes
-        only on its own stderr and raises a generic error.
+        The file is found and checked first (``rlik.envs.urdf_files.loadable_urdf``), so that a broken one fails
+        with its own cause.
         """
-        resolved = resolve_urdf(path)
-        root = check_urdf_xml(resolved)
-        check_urdf_contents(resolved, root)
-        rewritten = with_package_meshes_resolved(resolved, root)
-        # A rewritten copy beside nothing else: its meshes are absolute paths, and PyBullet reads them all at load.
-        with tempfile.TemporaryDirectory(prefix="rlik-urdf-") as folder:
-            loaded = resolved
-            if rewritten is not None:
-                loaded = Path(folder) / resolved.name
-                loaded.write_text(rewritten)
+        with loadable_urdf(path) as (resolved, loaded):
             try:
                 return self.client.loadURDF(
                     str(loaded),
@@ -389,17 +250,48 @@ class PyBulletSession:
         """The joint-space mass matrix (n, n) at ``positions`` of every movable joint (PyBullet's order), kg m^2 or kg."""
         return np.asarray(self.client.calculateMassMatrix(body, positions))
 
-    def link_jacobian(self, body: int, link: int, positions: list[float]) -> np.ndarray:
-        """Linear Jacobian (3, n), m/rad (or m/m), of ``link``'s URDF frame origin at ``positions`` of every movable
-        joint (PyBullet's order), for a fixed base. PyBullet takes the point in the link's centre-of-mass frame."""
-        inertial_position, inertial_orientation = self._get_link_state(body, link)[2:4]
-        origin = self.client.invertTransform(inertial_position, inertial_orientation)[0]
+    def link_origin_in_com_frame(self, body: int, link: int) -> np.ndarray:
+        """A link's URDF frame origin (3,), m, in the link's centre-of-mass frame, where PyBullet's Jacobian takes
+        its point (goals are at link frame origins)."""
+        inertial_position, inertial_orientation = self._get_link_state(body, link)[_LINK_INERTIAL_FRAME]
+        return np.array(self.client.invertTransform(inertial_position, inertial_orientation)[0])
+
+    def point_jacobian(self, body: int, link: int, point: Sequence[float], positions: list[float]) -> np.ndarray:
+        """Linear Jacobian (3, n), m/rad (or m/m), of ``point`` (3,), m, fixed in ``link``'s centre-of-mass frame, at
+        ``positions`` of every movable joint (PyBullet's order). A floating base's is in the base frame, its own 6
+        velocities' columns first (PyBullet does not take the base's pose)."""
         zeros = [0.0] * len(positions)
-        return np.asarray(self.client.calculateJacobian(body, link, list(origin), positions, zeros, zeros)[0])
+        return np.asarray(self.client.calculateJacobian(body, link, list(point), positions, zeros, zeros)[0])
+
+    def link_jacobian(self, body: int, link: int, positions: list[float]) -> np.ndarray:
+        """``point_jacobian`` (3, n) of ``link``'s URDF frame origin, for a fixed base."""
+        return self.point_jacobian(body, link, self.link_origin_in_com_frame(body, link), positions)
+
+    def inverse_kinematics(
+        self,
+        body: int,
+        links: list[int],
+        targets: list[list[float]],
+        max_iterations: int | None = None,
+        residual: float | None = None,
+    ) -> np.ndarray:
+        """Positions (n,), rad or m, of every movable joint (PyBullet's order) that put each of ``links`` on its
+        world target (3,), m: PyBullet's damped least squares from the current pose, which it leaves as it is;
+        at most ``max_iterations``, until within ``residual`` (m) of the targets (None: PyBullet's defaults)."""
+        named = {"maxNumIterations": max_iterations, "residualThreshold": residual}
+        options = {name: value for name, value in named.items() if value is not None}
+        if len(links) == 1:  # calculateInverseKinematics2 is the call for several end effectors
+            return np.asarray(self.client.calculateInverseKinematics(body, links[0], targets[0], **options))
+        return np.asarray(self.client.calculateInverseKinematics2(body, links, targets, **options))
 
     def link_frame_position(self, body: int, link: int) -> np.ndarray:
         """World position (3,) of a link's URDF frame origin, m (forward kinematics of the current joint positions)."""
         return np.array(self._get_link_state(body, link, computeForwardKinematics=True)[_LINK_FRAME_POSITION])
+
+    def link_frame_pose(self, body: int, link: int) -> Pose:
+        """World pose of a link's URDF frame, forward kinematics of the current joint positions."""
+        state = self._get_link_state(body, link, computeForwardKinematics=True)
+        return Pose(state[_LINK_FRAME_POSITION], state[_LINK_FRAME_ORIENTATION])
 
     def link_frame_positions(self, body: int, links: Sequence[int]) -> np.ndarray:
         """World positions (k, 3) of links' URDF frame origins, m."""

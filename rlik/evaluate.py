@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-from rlik.control.controllers import (
+from rlik.control import (
     BalancedJacobianController,
     FabrikController,
     JacobianController,
@@ -74,7 +74,7 @@ from rlik.training.config import (
 from rlik.training.factory import make_env
 
 # Classical controllers (the names of rlik/training/config.py's CONTROLLERS but "policy"): name -> (class in
-# rlik/control/controllers.py, the config node of its gains).
+# rlik/control/, the config node of its gains).
 CLASSICAL = {
     "jacobian": (JacobianController, "jacobian"),
     "fabrik": (FabrikController, "fabrik"),

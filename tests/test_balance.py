@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rlik.envs  # noqa: F401  (registers the ids)
 from rlik.envs.balance import center_of_mass, center_of_pressure, com_margin, convex_hull, support_polygon
-from rlik.envs.session import resolve_urdf
+from rlik.envs.urdf_files import resolve_urdf
 
 SQUARE = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 

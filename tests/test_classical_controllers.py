@@ -10,7 +10,7 @@ import pytest
 import rlik.envs  # noqa: F401  (registers the ids)
 from rlik.envs.reach_env import UrdfReachEnv
 
-from rlik.control.controllers import BalancedJacobianController, FabrikController, JacobianController
+from rlik.control import BalancedJacobianController, FabrikController, JacobianController
 
 # Planar-arm goals (m): ahead, lower left, and behind the base, where the shoulder's stops at +-pi meet.
 PLANAR_GOALS = [(0.3, 0.5, 0.1), (-0.6, -0.2, 0.1), (-0.75, 0.05, 0.1)]

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import rlik.envs  # noqa: F401  (registers the ids)
 from gymnasium.utils.env_checker import check_env as gym_check_env
-from rlik.envs.session import URDF_DIR, check_urdf_xml
+from rlik.envs.urdf_files import check_urdf_xml
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from rlik.paths import URDF_DIR
 
 
 def planar_arm_constants() -> dict[str, Any]:

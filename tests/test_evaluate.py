@@ -15,7 +15,7 @@ from stable_baselines3 import DDPG
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from rlik import evaluate
-from rlik.control.controllers import JacobianController
+from rlik.control import JacobianController
 from rlik.evaluation.episodes import evaluate as evaluate_goals
 from rlik.evaluation.episodes import policy_controller, summarise
 from rlik.policy.export import OnnxPolicy

@@ -16,7 +16,7 @@ import pybullet
 import pytest
 from omegaconf import OmegaConf
 
-from rlik.control.controllers import JacobianController
+from rlik.control import JacobianController
 from rlik.evaluation import episodes as evaluation
 from rlik.evaluation.episodes import EpisodeResult, record_episodes
 from rlik.evaluation.learning_curves import PNG_NAME, configurations, find_runs, learning_figure, load_run

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from rlik.envs.humanoid_env import HumanoidReachEnv
-from rlik.envs.session import resolve_urdf
+from rlik.envs.urdf_files import resolve_urdf
 
 from rlik.training.config import compose_train_config
 from rlik.training.factory import make_env

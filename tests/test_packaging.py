@@ -105,7 +105,7 @@ import importlib, json, sys
 import gymnasium as gym
 import rlik
 import rlik.evaluate, rlik.train
-from rlik.envs.session import resolve_urdf
+from rlik.envs.urdf_files import resolve_urdf
 from rlik.paths import CONF_DIR, URDF_DIR
 
 made = {}

@@ -295,49 +295,8 @@ def validate_env_config(env: Any) -> None:
 # --- evaluate.py (conf/evaluate.yaml) -------------------------------------------------------------------
 
 
-@dataclass
-class JacobianConfig:
-    """``JacobianController``'s gains (rlik/control/controllers.py)."""
-
-    kp: float = 400.0  # stiffness, 1/s^2
-    kd: float = 40.0  # damping, 1/s
-    damping: float = 0.05  # least DLS damping, m
-    error_damping: float = 0.5  # DLS damping per metre of error
-
-
-@dataclass
-class FabrikConfig:
-    """``FabrikController``'s settings (rlik/control/controllers.py); the humanoid does better at kp=100 kd=20."""
-
-    kp: float = 400.0  # stiffness, 1/s^2
-    kd: float = 40.0  # damping, 1/s
-    tolerance: float = 1e-4  # FABRIK stops this close to the goal, m
-    max_iterations: int = 50
-    resolve_distance: float = 1e-3  # solve again when the goal moves this far in the limb's frame, m
-
-
-@dataclass
-class PyBulletIKConfig:
-    """``PyBulletIKController``'s settings (rlik/control/controllers.py)."""
-
-    kp: float = 400.0  # stiffness, 1/s^2
-    kd: float = 40.0  # damping, 1/s
-    max_iterations: int = 100  # PyBullet's IK iterations per solve
-    residual: float = 1e-4  # PyBullet's IK stops this close to the goal, m
-
-
-@dataclass
-class BalancedJacobianConfig:
-    """``BalancedJacobianController``'s gains (rlik/control/controllers.py): the humanoid's balance-first IK."""
-
-    kp: float = 100.0  # stiffness, 1/s^2
-    kd: float = 20.0  # damping, 1/s
-    damping: float = 0.05  # least DLS damping of the reach task, m
-    error_damping: float = 0.5  # its damping per metre of error
-    com_damping: float = 0.02  # DLS damping of the balance task, m
-    margin: Optional[float] = None  # noqa: UP045  COM margin (m) below which balance pulls back; null: the env's
-    band: float = 0.05  # margin range (m) above it over which the balance task fades out
-
+# The classical controllers' gains live beside the controllers, whose constructor defaults they are.
+from rlik.control import BalancedJacobianConfig, FabrikConfig, JacobianConfig, PyBulletIKConfig  # noqa: E402
 
 # model= with run=: the run-level zip of that name; "latest" is the newest complete checkpoint.
 MODELS = {"best": "best_model.zip", "final": "final_model.zip"}
