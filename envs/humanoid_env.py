@@ -21,10 +21,11 @@ class HumanoidReachEnv(UrdfReachEnv):
     (``end_effector``) and actuated joints (``joints``, the waist and arms); every other movable joint (the legs) is
     held at its pose at load by a position motor at its URDF effort limit, as rigid legs. The robot stands upright
     on its feet: ``base_position=None`` puts it at the height where the feet's lowest collision point touches the
-    floor, and the start pose must be balanced on them (a ``ValueError`` of one line otherwise). By default the
-    robot of ``urdf/humanoid_upper_body.urdf`` (70 kg) on rigid legs, its pelvis free (standing at 0.94 m); the
-    preset ``env=g1`` takes the Unitree G1 (``g1_29dof_rev_1_0.urdf`` of example-robot-data: waist 3 + right arm 7
-    joints, hand ``right_rubber_hand``, pelvis at 0.716 m), ``env=g1_bimanual`` both arms (17 joints). The default's
+    floor, and the start pose must be balanced on them (a ``ValueError`` of one line otherwise).
+    ``HumanoidReach-v0`` is the robot of ``urdf/humanoid_upper_body.urdf`` (70 kg) on rigid legs, its pelvis free
+    (standing at 0.94 m); ``G1Reach-v0`` the Unitree G1 (``g1_29dof_rev_1_0.urdf`` of example-robot-data: waist 3 +
+    right arm 7 joints, hand ``right_rubber_hand``, pelvis at 0.716 m); their ``Bimanual`` ids both arms (the G1's:
+    17 joints); their settings in ``envs/__init__.py``. HumanoidReach-v0's
     11 joints (waist pitch, roll, yaw; per arm shoulder pitch, roll, yaw and elbow) bring the hand(s) to goal points
     without losing balance; goals beyond an arm's reach need a lean of the torso. The env composes a
     ``PyBulletSession``, a ``HumanoidRobot`` (joints, balance sensing, tilt, falls: ``envs/humanoid.py``) and a
@@ -92,8 +93,8 @@ class HumanoidReachEnv(UrdfReachEnv):
     ## Arguments
 
     ``gym.make("HumanoidReach-v0", goal_conditioned=True)``; the parameters of ``UrdfReachEnv`` with humanoid
-    defaults (``urdf``, ``end_effector``, ``joints`` name any humanoid's; ``base_position`` None: standing on the
-    floor at the origin, found as above), plus:
+    defaults (``urdf``, ``end_effector``, ``joints`` name any humanoid's, given by the registered id;
+    ``base_position`` None: standing on the floor at the origin, found as above), plus:
 
     :param foot_links: links whose floor contacts form the support polygon (the soles' links, with collision shapes).
     :param balance_weight: weight of the footprint margin's shortfall in the reward (per metre).
@@ -117,8 +118,9 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     def __init__(
         self,
-        urdf: str = "humanoid_upper_body.urdf",
-        end_effector: str | Sequence[str] = "right_hand",
+        urdf: str,
+        end_effector: str | Sequence[str],
+        foot_links: Sequence[str],
         joints: Sequence[str] | None = None,
         success_threshold: float = 0.02,
         frame_skip: int = 10,
@@ -136,7 +138,6 @@ class HumanoidReachEnv(UrdfReachEnv):
         max_joint_speed: float = 30.0,
         render_mode: str | None = None,
         camera_distance: float = 2.5,
-        foot_links: Sequence[str] = ("left_foot", "right_foot"),
         balance_weight: float = 20.0,
         com_margin_target: float = 0.05,
         fall_tilt: float = 0.35,

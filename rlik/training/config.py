@@ -29,12 +29,12 @@ from rlik.training.algorithms import ALGORITHMS
 ENV_PRESETS = {
     "planar_arm": "PlanarArmReach-v0",
     "arm": "ArmReach-v0",
-    "kuka": "ArmReach-v0",
+    "kuka": "KukaReach-v0",
     "urdf": "UrdfReach-v0",
     "humanoid": "HumanoidReach-v0",
     "humanoid_bimanual": "HumanoidBimanualReach-v0",
-    "g1": "HumanoidReach-v0",  # the Unitree G1 (example-robot-data)
-    "g1_bimanual": "HumanoidBimanualReach-v0",
+    "g1": "G1Reach-v0",  # the Unitree G1 (example-robot-data)
+    "g1_bimanual": "G1BimanualReach-v0",
 }
 # Chosen per run, not per experiment: not config keys.
 RUNTIME_ENV_PARAMETERS = {"self", "render_mode"}
