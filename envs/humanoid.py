@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from rlik.envs.balance import BalanceSensor, BalanceState, com_margin, support_polygon
@@ -125,6 +126,16 @@ class HumanoidRobot(Robot):
                 [self.footprint_margin],
             ]
         )
+
+    def observation(self, scaled_positions: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``Robot.observation``'s joint terms, then ``balance_observation``'s (17,)."""
+        joints, velocities = super().observation(scaled_positions)
+        return np.concatenate([joints, self.balance_observation()]), velocities
+
+    def camera(self, distance: float) -> dict[str, Any]:
+        """The standing robot, seen from ``distance`` m at the front left at chest height."""
+        chest = self.link_position(-1) + np.array([0.0, 0.0, 0.3])
+        return {"target": chest, "distance": distance, "yaw": 50.0, "pitch": -15.0}
 
     def reset(self, positions: np.ndarray) -> None:
         """Start an episode in the pose ``positions``, with the contact points of that pose and no older ones."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
 from rlik.envs.humanoid import HumanoidRobot
 from rlik.envs.reach_env import UrdfReachEnv
 from rlik.envs.task import BalanceTask
@@ -203,12 +201,3 @@ class HumanoidReachEnv(UrdfReachEnv):
             )
         self.task.measure_shoulders()
         self.session.restore_state(self._initial_state)
-
-    def _robot_observation(self) -> np.ndarray:
-        # The robot keeps its balance reading for the task's info, which always follows.
-        return np.concatenate([super()._robot_observation(), self.robot.balance_observation()])
-
-    def camera(self) -> dict[str, Any]:
-        """The standing robot, seen from the front left at chest height."""
-        chest = self.robot.link_position(-1) + np.array([0.0, 0.0, 0.3])
-        return {"target": chest, "distance": self.camera_distance, "yaw": 50.0, "pitch": -15.0}

@@ -193,14 +193,11 @@ class UrdfReachEnv(gym.Env):
         if not np.all(damping >= 0):
             raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
         n = self.robot.n_joints
-        for name, values in (("action_scale", scales), ("velocity_damping", damping)):
-            if values.ndim and values.shape != (n,):
-                raise ValueError(
-                    f"{name} has {values.size} values for {n} joints {self.robot.joint_names}; give one, or one per joint."
-                )
-        self.action_torques = scales * self.robot.torque_limits  # (n_joints,), N m per unit of action
+        # (n_joints,), N m per unit of action
+        self.action_torques = self.robot.per_joint("action_scale", scales) * self.robot.torque_limits
+        damping = self.robot.per_joint("velocity_damping", damping)
         if np.any(damping > 0):
-            self.robot.add_joint_damping(np.broadcast_to(damping, (n,)))
+            self.robot.add_joint_damping(damping)
         lower, upper = self.robot.joint_limits
         initial = (
             np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)
@@ -210,9 +207,6 @@ class UrdfReachEnv(gym.Env):
                 f"initial_joint_positions has {initial.size} values for {n} joints {self.robot.joint_names}."
             )
         self.initial_joint_positions = np.clip(initial, lower, upper)
-        # observe_joint_positions: the limited angles' lower stops and ranges, read every step.
-        limited = self.robot.limited_revolute
-        self._limited_lower, self._limited_range = lower[limited], (upper - lower)[limited]
         self.initial_joint_noise = initial_joint_noise
         self.set_goal_range(goal_range)
 
@@ -227,20 +221,7 @@ class UrdfReachEnv(gym.Env):
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
         self.task.set_goal(self.task.achieved_goal())
-        self._goal = self.task.goal.astype(np.float32)
-        robot_obs_dim = self._robot_observation().size
-        goal_dim = self.task.goal_dim
-        if self.goal_conditioned:
-            self.observation_space = spaces.Dict(
-                {
-                    "observation": spaces.Box(-np.inf, np.inf, shape=(robot_obs_dim + goal_dim,), dtype=np.float32),
-                    "achieved_goal": spaces.Box(-np.inf, np.inf, shape=(goal_dim,), dtype=np.float32),
-                    "desired_goal": spaces.Box(-np.inf, np.inf, shape=(goal_dim,), dtype=np.float32),
-                }
-            )
-        else:
-            dim = robot_obs_dim + 3 * goal_dim
-            self.observation_space = spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+        self.observation_space = self.task.observation_space(self._robot_observation().size, self.goal_conditioned)
 
     # --- what a richer env (the humanoid) changes ----------------------------------------------
 
@@ -264,16 +245,9 @@ class UrdfReachEnv(gym.Env):
         """Called once the start state (``_initial_state``, the robot as loaded) is saved; nothing for an arm."""
 
     def _robot_observation(self) -> np.ndarray:
-        """Joint terms: cos/sin of revolute angles (position for prismatic), velocities, then (with
-        ``observe_joint_positions``) the limited revolute angles scaled to [-1, 1]."""
-        q, qdot = self.robot.joint_state()
-        self._joint_velocities = qdot  # kept for step's speed check: one joint-state read per step
-        rev = self.robot.revolute
-        terms = [np.cos(q[rev]), np.sin(q[rev]), q[~rev], qdot]
-        if self.observe_joint_positions:
-            limited = q[self.robot.limited_revolute]
-            terms.append(2.0 * (limited - self._limited_lower) / self._limited_range - 1.0)
-        return np.concatenate(terms)
+        """The robot's part of the observation (``Robot.observation``); its joint velocities kept for the speed check."""
+        observation, self._joint_velocities = self.robot.observation(self.observe_joint_positions)
+        return observation
 
     def set_goal_range(self, goal_range: float) -> None:
         """Goals from the next reset on lie ``goal_range`` (0, 1] of the way to a random pose (see the class)."""
@@ -290,9 +264,9 @@ class UrdfReachEnv(gym.Env):
             return {
                 "observation": np.concatenate([robot_obs, achieved]).astype(np.float32),
                 "achieved_goal": achieved,
-                "desired_goal": self._goal.copy(),
+                "desired_goal": self.task.desired_goal.copy(),
             }
-        goal = self._goal
+        goal = self.task.desired_goal
         return np.concatenate([robot_obs, achieved, goal, goal - achieved]).astype(np.float32)
 
     def _info(self, distances: np.ndarray, torque_penalty: float) -> dict[str, Any]:
@@ -335,8 +309,6 @@ class UrdfReachEnv(gym.Env):
                 )
             sampled = goal
         self.task.set_goal(sampled)
-        # The agent sees float32 goals; rewards and success use the same numbers, so HER's recomputation matches.
-        self._goal = sampled.astype(np.float32)
         self.session.restore_state(self._initial_state)
         noise = self.np_random.uniform(-self.initial_joint_noise, self.initial_joint_noise, self.robot.n_joints)
         self.robot.reset(np.clip(self.initial_joint_positions + noise, *self.robot.joint_limits))
@@ -347,7 +319,7 @@ class UrdfReachEnv(gym.Env):
             self._gui_camera_aimed = True
         achieved = self.task.achieved_goal().astype(np.float32)
         observation = self._observation(achieved)  # before _info: the humanoid task's info reuses its balance reading
-        return observation, self._info(self.task.distances(achieved, self._goal), torque_penalty=0.0)
+        return observation, self._info(self.task.distances(achieved, self.task.desired_goal), torque_penalty=0.0)
 
     def torques(self, action: np.ndarray) -> np.ndarray:
         """Joint torques (n_joints,), N m, for a normalised action (clipped to [-1, 1])."""
@@ -383,7 +355,7 @@ class UrdfReachEnv(gym.Env):
 
         achieved = self.task.achieved_goal().astype(np.float32)
         observation = self._observation(achieved)
-        distances = self.task.distances(achieved, self._goal)
+        distances = self.task.distances(achieved, self.task.desired_goal)
         info = self._info(distances, torque_penalty)
         unstable = not np.abs(self._joint_velocities).max() <= self.max_joint_speed  # also True for NaN
         # NaN and inf propagate through a sum: one finiteness test per array instead of per element.
@@ -395,7 +367,7 @@ class UrdfReachEnv(gym.Env):
             info["unstable"] = True
             observation = self._sanitise(observation)
             achieved = np.nan_to_num(achieved, nan=0.0, posinf=0.0, neginf=0.0)
-            distances = self.task.distances(achieved, self._goal)
+            distances = self.task.distances(achieved, self.task.desired_goal)
             info["penalty"] = float(np.nan_to_num(info["penalty"], nan=0.0, posinf=0.0, neginf=0.0))
 
         reward = float(self.task.reward(distances, info["penalty"]))
@@ -409,8 +381,8 @@ class UrdfReachEnv(gym.Env):
         return np.nan_to_num(observation, nan=0.0, posinf=0.0, neginf=0.0)
 
     def camera(self) -> dict[str, Any]:
-        """Where the camera looks from (``PyBulletSession.render``'s keywords): the robot's base from above."""
-        return {"target": self.robot.link_position(-1), "distance": self.camera_distance}
+        """Where the camera looks from (``PyBulletSession.render``'s keywords), as the robot says."""
+        return self.robot.camera(self.camera_distance)
 
     def render(self) -> np.ndarray | None:
         """RGB frame (``rgb_array``); with ``human`` the GUI window shows the simulation itself: None."""

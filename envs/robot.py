@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rlik.envs.session import JointInfo, PyBulletSession
@@ -76,6 +76,9 @@ class Robot:
         lower[unlimited], upper[unlimited] = -np.pi, np.pi
         self.limited_revolute = self.revolute & ~unlimited  # angles whose two stops are distinct poses
         self.joint_limits = np.stack([lower, upper])  # (2, n_joints): rad or m
+        # The limited angles' lower stops and ranges, which observation() scales them by at every step.
+        self._limited_lower = lower[self.limited_revolute]
+        self._limited_range = (upper - lower)[self.limited_revolute]
         self.torque_limits = np.array([info.max_force for info in chosen], dtype=np.float64)  # N m or N
         if np.any(self.torque_limits <= 0):
             zero = [n for n, f in zip(joints, self.torque_limits) if f <= 0]
@@ -180,6 +183,37 @@ class Robot:
             length += float(np.linalg.norm(offset))
             name = joint.find("parent").get("link")
         return length
+
+    def per_joint(self, name: str, value: float | Sequence[float]) -> np.ndarray:
+        """``value``, one for all joints or one per joint, as an array (n_joints,).
+
+        :param name: the setting's name, for the error.
+        :raises ValueError: another number of values than joints, naming them.
+        """
+        values = np.asarray(value, dtype=np.float64)
+        if values.ndim and values.shape != (self.n_joints,):
+            raise ValueError(
+                f"{name} has {values.size} values for {self.n_joints} joints {self.joint_names}; give one, or one per joint."
+            )
+        return np.broadcast_to(values, (self.n_joints,))
+
+    def observation(self, scaled_positions: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The robot's part of an observation, and the joint velocities it read (n_joints,), rad/s or m/s.
+
+        Joint terms: cos and sin of the revolute angles (positions of the prismatic joints), velocities, then (with
+        ``scaled_positions``) the limited revolute angles scaled to [-1, 1] between their limits.
+        """
+        q, qdot = self.joint_state()
+        rev = self.revolute
+        terms = [np.cos(q[rev]), np.sin(q[rev]), q[~rev], qdot]
+        if scaled_positions:
+            limited = q[self.limited_revolute]
+            terms.append(2.0 * (limited - self._limited_lower) / self._limited_range - 1.0)
+        return np.concatenate(terms), qdot
+
+    def camera(self, distance: float) -> dict[str, Any]:
+        """Where a camera looks from (``PyBulletSession.render``'s keywords): the base, from ``distance`` m above."""
+        return {"target": self.link_position(-1), "distance": distance}
 
     def add_joint_damping(self, extra: np.ndarray) -> None:
         """Add ``extra`` (n_joints,) N m s/rad (or N s/m) to the joints' viscous damping (PyBullet's joint damping)."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from rlik.envs.humanoid import HumanoidRobot
 from rlik.envs.robot import Robot
 
@@ -65,8 +66,26 @@ class ReachTask:
         return np.concatenate([self.robot.link_position(link) for link in links])
 
     def set_goal(self, goal: np.ndarray) -> None:
-        """The goal (3k,), world frame, m, until the next one."""
+        """The goal (3k,), world frame, m, until the next one; the task holds it, the env reads it.
+
+        ``desired_goal`` is the goal the agent observes, in float32; the reward and success are computed from the
+        same numbers, so HER's recomputation from observed goals matches the step's reward.
+        """
         self.goal = goal
+        self.desired_goal = np.asarray(goal).astype(np.float32)
+
+    def observation_space(self, robot_dim: int, goal_conditioned: bool) -> spaces.Space:
+        """The env's observation space for ``robot_dim`` robot terms: a ``Box`` of those, the end-effector positions,
+        the goals and their difference; or, ``goal_conditioned``, HER's ``Dict`` (the robot terms with the
+        end-effector positions as ``observation``, ``achieved_goal`` and ``desired_goal``)."""
+
+        def box(size: int) -> spaces.Box:
+            return spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+
+        if not goal_conditioned:
+            return box(robot_dim + 3 * self.goal_dim)
+        goals = {"achieved_goal": box(self.goal_dim), "desired_goal": box(self.goal_dim)}
+        return spaces.Dict({"observation": box(robot_dim + self.goal_dim), **goals})
 
     def sample_goal(self, rng: np.random.Generator, start: np.ndarray, goal_range: float = 1.0) -> np.ndarray:
         """A reachable goal: end-effector positions at a random joint configuration within limits.
