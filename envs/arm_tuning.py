@@ -7,10 +7,13 @@
   effectors above the base, so that no episode starts stretched out, folded up or with axes aligned; joints the
   manipulability hardly depends on (a base's yaw) then go to the middle of their range;
 - **torque scales and damping** from the joint-space mass matrix ``M`` at that pose: joint i gets viscous
-  damping ``M_ii / SETTLE_TIME`` (in place of the URDF's; less where the physics step needs it) and a full
-  action of ``damping_i * speed_i``, so that every joint, heavy shoulder
-  or light wrist, reaches its cruising speed ``speed_i`` within about the same ``SETTLE_TIME`` and settles there
-  (a comparable acceleration per unit of action), capped by the URDF effort limit;
+  damping ``sqrt(M_ii * M_max) / SETTLE_TIME`` (in place of the URDF's; less where the physics step needs it) and
+  a full action of ``damping_i * speed_i``, capped by the URDF effort limit. Every joint, heavy shoulder or light
+  wrist, cruises at the same ``speed_i`` under a full action; its time constant ``M_ii / damping_i`` is
+  ``SETTLE_TIME * sqrt(M_ii / M_max)``: the heaviest joint settles in ``SETTLE_TIME``, a light wrist within
+  milliseconds, close to a velocity servo. Damping in proportion to ``sqrt(M_ii)`` is what one stiffness ``k``
+  damps critically on every joint (``2 sqrt(k M_ii)``), and what the hand-tuned arms of this project had
+  (docs/robot_zoo.md: a uniform time constant left the KUKA and the SO-101 at 93 %);
 - an **episode length** that leaves time for the slowest joint to go from the start pose to its farther stop and
   settle;
 - a **success threshold** of 2 cm, or a tenth of the reach for arms shorter than 20 cm.
@@ -25,8 +28,8 @@ import numpy as np
 from rlik.envs.robot import Robot
 from rlik.envs.urdf_files import check_urdf_xml, resolve_urdf
 
-SETTLE_TIME = 0.1  # s: the damped joint's time constant M_ii / damping
-CRUISE_SPEED = 2.0  # rad/s (m/s for a prismatic joint: PRISMATIC_SPEED): a full action's steady speed
+SETTLE_TIME = 0.23  # s: the heaviest joint's time constant M_ii / damping; lighter joints settle faster
+CRUISE_SPEED = 3.4  # rad/s (m/s for a prismatic joint: PRISMATIC_SPEED): a full action's steady speed
 PRISMATIC_SPEED = 0.5
 SUCCESS_THRESHOLD = 0.02  # m
 SMALL_ARM_REACH = 0.2  # m: shorter arms succeed within a tenth of their reach instead
@@ -130,7 +133,7 @@ def derive_arm_settings(robot: Robot, end_effector_links: list[int], timestep: f
     # m_i = 1 / (M^-1)_ii is the inertia joint i sees with the others free (below M_ii). A URDF's own damping can
     # be past it on a light wrist (the KUKA's 0.5 N m s/rad on its last link), so the derived damping replaces it.
     coupled_inertia = 1.0 / np.diag(np.linalg.inv(mass))
-    damping = np.minimum(inertia / SETTLE_TIME, STABLE_DAMPING * coupled_inertia / timestep)
+    damping = np.minimum(np.sqrt(inertia * inertia.max()) / SETTLE_TIME, STABLE_DAMPING * coupled_inertia / timestep)
     torques = np.minimum(damping * speed, robot.torque_limits)
     damping = torques / speed  # a joint capped by its effort limit keeps its cruising speed, settling more slowly
     travel = np.maximum(best - lower, upper - best) / speed  # s: from the start pose to the farther stop

@@ -87,7 +87,7 @@ def test_kuka_preset_is_the_arm_env_on_crossq_with_ddpg_one_key_away() -> None:
         assert arm.robot.n_joints == 7 and arm.gravity_compensation and arm.task.success_threshold == 0.02
         # Nothing hand-picked: the torques are the ones derived from the KUKA's own dynamics (printed rounded).
         derived = np.array(arm.derived_settings()["env.action_scale"]) * arm.robot.torque_limits
-        np.testing.assert_allclose(arm.action_torques, derived, rtol=2e-3)
+        np.testing.assert_allclose(arm.action_torques, derived, rtol=5e-3)  # 3 significant figures
         assert arm.observation_space["observation"].shape == (7 * 4 + 3,)  # cos, sin, speed, position; hand
     finally:
         env.close()
