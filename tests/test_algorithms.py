@@ -79,7 +79,7 @@ def test_config_problems_are_named(overrides: list[str], message: str) -> None:
 def test_kuka_preset_is_the_arm_env_on_crossq_with_ddpg_one_key_away() -> None:
     cfg = compose_train_config(["env=kuka"])
     validate_config(cfg)
-    assert cfg.algo.name == "crossq" and cfg.env.id == "ArmReach-v0"
+    assert cfg.algo.name == "crossq" and cfg.env.id == "KukaReach-v0"
     assert compose_train_config(["env=kuka", "algo=ddpg"]).algo.name == "ddpg"
     env = make_env(cfg.env)
     try:
