@@ -26,6 +26,8 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 from conftest import TINY
+from rlik.envs import G1
+from rlik.envs.urdf_files import resolve_urdf
 
 import rlik  # noqa: F401  (registers the ids the installed package must register too)
 
@@ -34,7 +36,17 @@ REPO = Path(__file__).resolve().parents[1]
 NOT_BUILT_FROM = shutil.ignore_patterns(
     ".git", ".venv", "outputs", "multirun", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "wandb"
 )
-ENV_IDS = sorted(env_id for env_id, spec in gym.registry.items() if str(spec.entry_point).startswith("rlik."))
+# The G1 ids need the robots extra (example-robot-data's URDF and meshes); the wheel's venv sees what this one has.
+try:
+    ROBOTS_EXTRA = resolve_urdf(G1["urdf"]).is_file()
+except FileNotFoundError:
+    ROBOTS_EXTRA = False
+NEEDS_ROBOTS = {"G1Reach-v0", "G1BimanualReach-v0"}
+ENV_IDS = sorted(
+    env_id
+    for env_id, spec in gym.registry.items()
+    if str(spec.entry_point).startswith("rlik.") and (ROBOTS_EXTRA or env_id not in NEEDS_ROBOTS)
+)
 # UrdfReach-v0 and ArmReach-v0 take any URDF: one of ours by name, found inside the installed package.
 PLANAR_URDF = {"urdf": "planar_arm_2link.urdf", "end_effector": "fingertip"}
 MAKE_KWARGS = {"UrdfReach-v0": PLANAR_URDF, "ArmReach-v0": PLANAR_URDF}
@@ -238,7 +250,7 @@ def test_installed_package_makes_every_env_without_the_checkout(installed: Insta
     make = {env_id: MAKE_KWARGS.get(env_id, {}) for env_id in ENV_IDS}
     cwd = installed.work if where.startswith("beside") else tmp_path
     report = installed.python(WHERE_FROM, json.dumps(plugins), json.dumps(make), cwd=cwd)
-    assert sorted(report["made"]) == ENV_IDS and len(ENV_IDS) == 5
+    assert sorted(report["made"]) == ENV_IDS and len(ENV_IDS) == 6 + 2 * ROBOTS_EXTRA
     assert len(report["modules"]) == 4 + len(plugins)
     for module, path in report["modules"].items():
         assert Path(path).is_relative_to(installed.site_packages), f"{module} imported from {path}"
