@@ -25,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from rlik.evaluation.config import DEFAULT_MODEL, MODELS
 from rlik.policy.export import lean_policy
 from rlik.policy.lean import LeanPolicy, Normalization
 from rlik.training import checkpoints
-from rlik.training.config import DEFAULT_MODEL, MODELS, validate_env_config
+from rlik.training.config import validate_env_config
 from rlik.training.factory import ALGORITHMS, env_kwargs
 
 MODEL_NAMES = (*MODELS, "latest")  # "latest": the newest complete checkpoint
