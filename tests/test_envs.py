@@ -620,8 +620,8 @@ def test_evaluation_reports_rates_per_goal_kind(make_env: Callable[..., gym.Env]
 def test_evaluation_reports_each_end_effectors_success(make_env: Callable[..., gym.Env]) -> None:
     """With two hands a goal counts when both are within the threshold; summarise also gives each hand's success
     alone (``reached_<link>``), and evaluate.py prints it under the success rate."""
-    from rlik.evaluate import comparison_table, table_rows
     from rlik.evaluation.episodes import evaluate, summarise
+    from rlik.evaluation.report import comparison_table, table_rows
 
     env = make_env("HumanoidBimanualReach-v0", max_episode_steps=3, initial_joint_noise=0.0)
     robot = env.unwrapped.robot

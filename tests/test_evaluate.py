@@ -14,12 +14,12 @@ from omegaconf import OmegaConf
 from stable_baselines3 import DDPG
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from rlik import evaluate
 from rlik.control import JacobianController
 from rlik.evaluation.episodes import evaluate as evaluate_goals
 from rlik.evaluation.episodes import policy_controller, summarise
 from rlik.policy.export import OnnxPolicy
 from rlik.policy.lean import LeanPolicy
+from rlik.policy.loading import load_model, run_config
 from rlik.training.factory import make_env
 from tests.conftest import TINY, check_ok, error_lines, read_json, run_evaluate, run_train
 
@@ -178,18 +178,18 @@ def test_bad_input_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None
 
 def test_clear_errors(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no .hydra/config.yaml"):
-        evaluate.run_config(tmp_path, OmegaConf.create({}))
+        run_config(tmp_path, OmegaConf.create({}))
     with pytest.raises(ValueError, match="env.succes_threshold is not a key"):
-        evaluate.run_config(run_dir, OmegaConf.create({"succes_threshold": 0.1}))
-    config = evaluate.run_config(run_dir, OmegaConf.create({"goal_conditioned": False}))
+        run_config(run_dir, OmegaConf.create({"succes_threshold": 0.1}))
+    config = run_config(run_dir, OmegaConf.create({"goal_conditioned": False}))
     env = make_env(config.env)
     try:
         with pytest.raises(ValueError, match="has observation_space Dict.* but the env"):
-            evaluate.load_model(run_dir / "best_model.zip", run_dir, config, env)
+            load_model(run_dir / "best_model.zip", run_dir, config, env)
         broken = tmp_path / "broken.zip"
         broken.write_bytes((run_dir / "best_model.zip").read_bytes()[:500])
         with pytest.raises(ValueError, match="is unreadable"):
-            evaluate.load_model(broken, run_dir, config, env)
+            load_model(broken, run_dir, config, env)
     finally:
         env.close()
 
@@ -230,7 +230,7 @@ def test_normalised_run_keeps_each_models_statistics_beside_it(tmp_path: Path, n
 
         best = VecNormalize.load(str(run / "best_model_vecnormalize.pkl"), venv)
         model = DDPG.load(run / "best_model.zip", env=venv, device="cpu")
-        controller = policy_controller(*evaluate.load_model(run / "best_model.zip", run, config, env))
+        controller = policy_controller(*load_model(run / "best_model.zip", run, config, env))
         observation, _ = env.reset(seed=1)
         expected = model.predict(best.normalize_obs(observation), deterministic=True)[0]
         np.testing.assert_allclose(controller(observation), expected, atol=1e-5)

@@ -18,11 +18,11 @@ from omegaconf import OmegaConf
 
 from rlik.control import JacobianController
 from rlik.evaluation import episodes as evaluation
+from rlik.evaluation.config import EvaluateConfig, validate_evaluate_config
 from rlik.evaluation.episodes import EpisodeResult, record_episodes
 from rlik.evaluation.learning_curves import PNG_NAME, configurations, find_runs, learning_figure, load_run
 from rlik.evaluation.watch import parse_goals, watch
 from rlik.policy.loading import load_policy
-from rlik.training.config import EvaluateConfig, validate_evaluate_config
 from rlik.training.factory import make_env
 from tests.conftest import EVALUATE, check_ok, error_lines, read_json, run_command, run_evaluate
 
@@ -221,7 +221,7 @@ def test_watch_without_a_display_is_one_line(run_copy: Path) -> None:
 def test_watch_opens_pybullet_window_under_a_virtual_display(run_copy: Path) -> None:
     """rlik-enjoy (evaluate.py watch=true) in PyBullet's GUI under Xvfb: the policy, then the Jacobian controller, on
     a chosen goal, one line per episode; then random goals from a printed seed."""
-    enjoy = "import sys, evaluate; sys.argv[0] = 'rlik-enjoy'; evaluate.enjoy()"
+    enjoy = "import sys; from rlik.evaluate import enjoy; sys.argv[0] = 'rlik-enjoy'; enjoy()"
     fast = ["env.max_episode_steps=4", "watch_speed=100"]
     chosen = ["controller=[policy,jacobian]", "watch_goals=[0.3,0.2,0.1]"]
     result = run_command(

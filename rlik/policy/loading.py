@@ -25,12 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from rlik.evaluation.config import DEFAULT_MODEL, MODELS
 from rlik.paths import RunDir
 from rlik.policy.export import lean_policy
 from rlik.policy.lean import LeanPolicy, Normalization
 from rlik.training import checkpoints
 from rlik.training.algorithms import algorithm_named
-from rlik.training.config import DEFAULT_MODEL, MODELS, validate_env_config
+from rlik.training.config import validate_env_config
 from rlik.training.factory import env_kwargs
 
 MODEL_NAMES = (*MODELS, "latest")  # "latest": the newest complete checkpoint
@@ -80,7 +81,7 @@ def model_file(run_dir: Path, model: str = DEFAULT_MODEL) -> Path:
         if latest is None:
             raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}; choose model=best or final.")
         return latest / checkpoints.MODEL_FILE
-    path = run_dir / MODELS[model]
+    path = RunDir(run_dir).model(model)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist (a run writes it when training ends); choose model=latest, its newest "
