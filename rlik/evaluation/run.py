@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-from rlik.control.controllers import (
+from rlik.control import (
     BalancedJacobianController,
     FabrikController,
     JacobianController,
