@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from rlik.envs.arm_tuning import ArmSettings, derive_arm_settings
-from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.arm_tuning import derive_arm_settings
+from rlik.envs.reach_env import UrdfReachEnv, end_effector_names
 from rlik.envs.robot import Robot
 from rlik.envs.task import ReachTask
 
@@ -92,7 +92,6 @@ class ArmReachEnv(UrdfReachEnv):
     ) -> None:
         if episode_steps is not None and episode_steps < 1:
             raise ValueError(f"episode_steps must be >= 1 (null: derived), got {episode_steps}.")
-        # Read by _make_task and _set_up, which the base constructor calls once the robot is loaded.
         self._given = {
             "joints": joints,
             "success_threshold": success_threshold,
@@ -101,71 +100,40 @@ class ArmReachEnv(UrdfReachEnv):
             "velocity_damping": velocity_damping,
             "initial_joint_positions": initial_joint_positions,
         }
-        self.settings: ArmSettings | None = None
-        self._end_effectors = [end_effector] if isinstance(end_effector, str) else list(end_effector)
-        super().__init__(
-            urdf=urdf,
-            end_effector=end_effector,
-            joints=joints,
-            success_threshold=0.02 if success_threshold is None else success_threshold,
-            frame_skip=frame_skip,
-            timestep=timestep,
-            goal_conditioned=goal_conditioned,
-            reward_type=reward_type,
-            torque_cost=torque_cost,
-            action_scale=1.0 if action_scale is None else action_scale,
-            initial_joint_positions=initial_joint_positions,
-            initial_joint_noise=initial_joint_noise,
-            goal_range=goal_range,
-            fixed_base=True,
-            base_position=base_position,
-            gravity_compensation=gravity_compensation,
-            velocity_damping=0.0 if velocity_damping is None else velocity_damping,
-            max_joint_speed=max_joint_speed,
-            observe_joint_positions=observe_joint_positions,
-            render_mode=render_mode,
-            camera_distance=1.6 if camera_distance is None else camera_distance,
-        )
-        if camera_distance is None:
-            self.camera_distance = 2.0 * self.settings.reach
+        end_effectors = end_effector_names(end_effector)
+        self._open(render_mode, frame_skip, timestep)
+        with self._closed_on_error():
+            if render_mode is not None:  # shown on a floor that nothing touches, as UrdfReachEnv's arms
+                self.session.load_ground(collide=False)
+            robot = Robot(self.session, urdf, joints, True, base_position, reaching_links=end_effectors)
+            threshold = 0.02 if success_threshold is None else success_threshold
+            task = ReachTask(robot, end_effectors, threshold, reward_type, torque_cost)
+            self.settings = settings = derive_arm_settings(robot, task.end_effector_links, self.session.timestep)
+            if success_threshold is None:
+                task.success_threshold = settings.success_threshold
+            damping = settings.velocity_damping if velocity_damping is None else velocity_damping
+            damping = np.broadcast_to(np.asarray(damping, dtype=np.float64), (robot.n_joints,))
+            if not np.all(damping >= 0):
+                raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
+            robot.set_joint_damping(damping)  # in place of the URDF's
+            self.compose(
+                robot,
+                task,
+                action_scale=settings.action_scale if action_scale is None else action_scale,
+                velocity_damping=0.0,
+                initial_joint_positions=(
+                    settings.initial_joint_positions if initial_joint_positions is None else initial_joint_positions
+                ),
+                initial_joint_noise=initial_joint_noise,
+                goal_range=goal_range,
+                goal_conditioned=goal_conditioned,
+                gravity_compensation=gravity_compensation,
+                max_joint_speed=max_joint_speed,
+                observe_joint_positions=observe_joint_positions,
+                camera_distance=2.0 * settings.reach if camera_distance is None else camera_distance,
+            )
         self.episode_steps = episode_steps or math.ceil(self.settings.episode_seconds / self.dt)
         self._elapsed_steps = 0
-
-    def _make_robot(
-        self, urdf: str, joints: Sequence[str] | None, fixed_base: bool, base_position: Sequence[float]
-    ) -> Robot:
-        return Robot(self.session, urdf, joints, fixed_base, base_position, reaching_links=self._end_effectors)
-
-    def _make_task(
-        self, end_effectors: list[str], success_threshold: float, reward_type: str, torque_cost: float
-    ) -> ReachTask:
-        task = super()._make_task(end_effectors, success_threshold, reward_type, torque_cost)
-        self.settings = derive_arm_settings(self.robot, task.end_effector_links, self.session.timestep)
-        if self._given["success_threshold"] is None:
-            task.success_threshold = self.settings.success_threshold
-        return task
-
-    def _set_up(
-        self,
-        action_scale: float | Sequence[float],
-        velocity_damping: float | Sequence[float],
-        initial_joint_positions: Sequence[float] | None,
-        initial_joint_noise: float,
-        goal_range: float,
-    ) -> None:
-        given, settings = self._given, self.settings
-        damping = settings.velocity_damping if given["velocity_damping"] is None else velocity_damping
-        damping = np.broadcast_to(np.asarray(damping, dtype=np.float64), (self.robot.n_joints,))
-        if not np.all(damping >= 0):
-            raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
-        self.robot.set_joint_damping(damping)
-        super()._set_up(
-            settings.action_scale if given["action_scale"] is None else action_scale,
-            0.0,  # the damping is set above, in place of the URDF's
-            settings.initial_joint_positions if initial_joint_positions is None else initial_joint_positions,
-            initial_joint_noise,
-            goal_range,
-        )
 
     def derived_settings(self) -> dict[str, Any]:
         """The settings derived from the URDF (those not given), as ``env.<key>`` config keys and plain values."""

@@ -39,12 +39,12 @@ class HumanoidRobot(Robot):
         session: PyBulletSession,
         urdf: str | os.PathLike,
         ground: int,
+        foot_links: Sequence[str],
+        fall_tilt: float,
+        fall_height: float,
         joints: Sequence[str] | None = None,
         fixed_base: bool = False,
         base_position: Sequence[float] | None = None,
-        foot_links: Sequence[str] = ("left_foot", "right_foot"),
-        fall_tilt: float = 0.35,
-        fall_height: float = 0.7,
     ) -> None:
         if not 0.0 < fall_tilt < np.pi / 2:
             raise ValueError(f"fall_tilt must be in (0, pi/2) rad, got {fall_tilt}.")

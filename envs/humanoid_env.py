@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlik.envs.humanoid import HumanoidRobot
-from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.reach_env import UrdfReachEnv, end_effector_names
 from rlik.envs.task import BalanceTask
 
 
@@ -143,61 +143,42 @@ class HumanoidReachEnv(UrdfReachEnv):
         fall_com_margin: float | None = 0.0,
         fall_penalty: float = 100.0,
     ) -> None:
-        # Read by _make_robot and _make_task, which the base constructor calls.
-        self._robot_options = {"foot_links": foot_links, "fall_tilt": fall_tilt, "fall_height": fall_height}
-        self._task_options = {
-            "balance_weight": balance_weight,
-            "com_margin_target": com_margin_target,
-            "fall_com_margin": fall_com_margin,
-            "fall_penalty": fall_penalty,
-        }
-        super().__init__(
-            urdf=urdf,
-            end_effector=end_effector,
-            joints=joints,
-            success_threshold=success_threshold,
-            frame_skip=frame_skip,
-            timestep=timestep,
-            goal_conditioned=goal_conditioned,
-            reward_type=reward_type,
-            torque_cost=torque_cost,
-            action_scale=action_scale,
-            initial_joint_positions=initial_joint_positions,
-            initial_joint_noise=initial_joint_noise,
-            goal_range=goal_range,
-            fixed_base=fixed_base,
-            base_position=base_position,
-            gravity_compensation=gravity_compensation,
-            max_joint_speed=max_joint_speed,
-            render_mode=render_mode,
-            camera_distance=camera_distance,
-        )
-
-    # --- UrdfReachEnv's composition points ---------------------------------------------------------
-
-    def _build_world(self) -> None:
-        self.ground = self.session.load_ground()
-
-    def _make_robot(
-        self, urdf: str, joints: Sequence[str] | None, fixed_base: bool, base_position: Sequence[float]
-    ) -> HumanoidRobot:
-        return HumanoidRobot(self.session, urdf, self.ground, joints, fixed_base, base_position, **self._robot_options)
-
-    def _make_task(
-        self, end_effectors: list[str], success_threshold: float, reward_type: str, torque_cost: float
-    ) -> BalanceTask:
-        return BalanceTask(self.robot, end_effectors, success_threshold, reward_type, torque_cost, **self._task_options)
-
-    def _start_state_saved(self) -> None:
-        """Plant the feet as loaded and check that the start pose is balanced on them; measure its shoulders."""
-        self.session.restore_state(self._initial_state)
-        self.robot.plant_feet()
-        self.robot.set_joint_positions(self.initial_joint_positions)
-        margin = self.robot.footprint_com_margin()
-        if margin < self.task.com_margin_target:
-            raise ValueError(
-                f"the start pose is not balanced (COM margin {margin:.3f} m < com_margin_target "
-                f"{self.task.com_margin_target} m); move the start pose's COM over the feet or lower com_margin_target."
+        self._open(render_mode, frame_skip, timestep)
+        with self._closed_on_error():
+            self.ground = self.session.load_ground()
+            robot = HumanoidRobot(
+                self.session,
+                urdf,
+                self.ground,
+                foot_links=foot_links,
+                fall_tilt=fall_tilt,
+                fall_height=fall_height,
+                joints=joints,
+                fixed_base=fixed_base,
+                base_position=base_position,
             )
-        self.task.measure_shoulders()
-        self.session.restore_state(self._initial_state)
+            task = BalanceTask(
+                robot,
+                end_effector_names(end_effector),
+                success_threshold,
+                reward_type=reward_type,
+                torque_cost=torque_cost,
+                balance_weight=balance_weight,
+                com_margin_target=com_margin_target,
+                fall_com_margin=fall_com_margin,
+                fall_penalty=fall_penalty,
+            )
+            self.compose(
+                robot,
+                task,
+                action_scale=action_scale,
+                velocity_damping=0.0,
+                initial_joint_positions=initial_joint_positions,
+                initial_joint_noise=initial_joint_noise,
+                goal_range=goal_range,
+                goal_conditioned=goal_conditioned,
+                gravity_compensation=gravity_compensation,
+                max_joint_speed=max_joint_speed,
+                observe_joint_positions=False,
+                camera_distance=camera_distance,
+            )

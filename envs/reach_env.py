@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -12,6 +13,11 @@ from gymnasium import spaces
 from rlik.envs.robot import Robot
 from rlik.envs.session import PyBulletSession
 from rlik.envs.task import ReachTask
+
+
+def end_effector_names(end_effector: str | Sequence[str]) -> list[str]:
+    """``end_effector`` as a list of link names (one goal per link)."""
+    return [end_effector] if isinstance(end_effector, str) else list(end_effector)
 
 
 class UrdfReachEnv(gym.Env):
@@ -146,6 +152,31 @@ class UrdfReachEnv(gym.Env):
         render_mode: str | None = None,
         camera_distance: float = 1.6,
     ) -> None:
+        self._open(render_mode, frame_skip, timestep)
+        with self._closed_on_error():
+            if render_mode is not None:  # shown on a floor that nothing touches: an arm moves as it does unrendered
+                self.session.load_ground(collide=False)
+            robot = Robot(self.session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
+            task = ReachTask(robot, end_effector_names(end_effector), success_threshold, reward_type, torque_cost)
+            self.compose(
+                robot,
+                task,
+                action_scale=action_scale,
+                velocity_damping=velocity_damping,
+                initial_joint_positions=initial_joint_positions,
+                initial_joint_noise=initial_joint_noise,
+                goal_range=goal_range,
+                goal_conditioned=goal_conditioned,
+                gravity_compensation=gravity_compensation,
+                max_joint_speed=max_joint_speed,
+                observe_joint_positions=observe_joint_positions,
+                camera_distance=camera_distance,
+            )
+
+    # --- composition: every env's constructor opens its session, builds its robot and task in it, composes them ---
+
+    def _open(self, render_mode: str | None, frame_skip: int, timestep: float) -> None:
+        """Check the render mode and the step, and open the env's physics session."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"unknown render_mode '{render_mode}'; choose from {self.metadata['render_modes']} or None."
@@ -157,33 +188,42 @@ class UrdfReachEnv(gym.Env):
         self.dt = frame_skip * timestep  # seconds of simulated time per env step
         # A video plays in real time; an env step longer than 2 s still gets one frame per second (0 breaks writers).
         self.metadata = {**self.metadata, "render_fps": max(int(round(1.0 / self.dt)), 1)}
-        self.goal_conditioned = goal_conditioned
-        self.gravity_compensation = gravity_compensation
-        self.max_joint_speed = max_joint_speed
-        self.observe_joint_positions = observe_joint_positions
-        self.camera_distance = camera_distance
-
         self.session = PyBulletSession(timestep=timestep, gui=render_mode == "human")
         self._gui_camera_aimed = False
-        try:  # a constructor that fails leaves no physics server behind
-            self._build_world()
-            self.robot = self._make_robot(urdf, joints, fixed_base, base_position)
-            end_effectors = [end_effector] if isinstance(end_effector, str) else list(end_effector)
-            self.task = self._make_task(end_effectors, success_threshold, reward_type, torque_cost)
-            self._set_up(action_scale, velocity_damping, initial_joint_positions, initial_joint_noise, goal_range)
+
+    @contextlib.contextmanager
+    def _closed_on_error(self) -> Iterator[None]:
+        """A constructor that fails leaves no physics server behind."""
+        try:
+            yield
         except Exception:
             self.session.close()
             raise
 
-    def _set_up(
+    def compose(
         self,
+        robot: Robot,
+        task: ReachTask,
+        *,
         action_scale: float | Sequence[float],
         velocity_damping: float | Sequence[float],
         initial_joint_positions: Sequence[float] | None,
         initial_joint_noise: float,
         goal_range: float,
+        goal_conditioned: bool,
+        gravity_compensation: bool,
+        max_joint_speed: float,
+        observe_joint_positions: bool,
+        camera_distance: float,
     ) -> None:
-        """The rest of the constructor, once the robot and the task exist: actions, start pose, start state, spaces."""
+        """The env around ``robot`` and ``task``, built in ``self.session``: actions, start pose and state, spaces.
+        The keywords are the class's parameters of the same names."""
+        self.robot, self.task = robot, task
+        self.goal_conditioned = goal_conditioned
+        self.gravity_compensation = gravity_compensation
+        self.max_joint_speed = max_joint_speed
+        self.observe_joint_positions = observe_joint_positions
+        self.camera_distance = camera_distance
         scales = np.asarray(action_scale, dtype=np.float64)
         if not (np.all(scales > 0.0) and np.all(scales <= 1.0)):
             raise ValueError(
@@ -217,32 +257,11 @@ class UrdfReachEnv(gym.Env):
 
         self.goal_markers = [self.session.add_marker(np.zeros(3)) for _ in self.task.end_effector_links]
         self._initial_state = self.session.save_state()
-        self._start_state_saved()
+        self.task.prepare_start(self.initial_joint_positions, self._initial_state)
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
         self.task.set_goal(self.task.achieved_goal())
         self.observation_space = self.task.observation_space(self._robot_observation().size, self.goal_conditioned)
-
-    # --- what a richer env (the humanoid) changes ----------------------------------------------
-
-    def _build_world(self) -> None:
-        """Load what the robot stands in. A fixed-base arm needs nothing; a rendered one is shown on a floor, which
-        nothing touches (an arm whose links pass below its base moves as it does unrendered)."""
-        if self.render_mode is not None:
-            self.session.load_ground(collide=False)
-
-    def _make_robot(
-        self, urdf: str, joints: Sequence[str] | None, fixed_base: bool, base_position: Sequence[float]
-    ) -> Robot:
-        return Robot(self.session, urdf, joints=joints, fixed_base=fixed_base, base_position=base_position)
-
-    def _make_task(
-        self, end_effectors: list[str], success_threshold: float, reward_type: str, torque_cost: float
-    ) -> ReachTask:
-        return ReachTask(self.robot, end_effectors, success_threshold, reward_type, torque_cost)
-
-    def _start_state_saved(self) -> None:
-        """Called once the start state (``_initial_state``, the robot as loaded) is saved; nothing for an arm."""
 
     def _robot_observation(self) -> np.ndarray:
         """The robot's part of the observation (``Robot.observation``); its joint velocities kept for the speed check."""

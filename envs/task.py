@@ -87,6 +87,10 @@ class ReachTask:
         goals = {"achieved_goal": box(self.goal_dim), "desired_goal": box(self.goal_dim)}
         return spaces.Dict({"observation": box(robot_dim + self.goal_dim), **goals})
 
+    def prepare_start(self, start_pose: np.ndarray, start_state: int) -> None:
+        """Called once the env has saved its start state (``start_state``, the robot as loaded) and chosen its start
+        pose (rad or m): what the task measures there. Nothing for reaching alone."""
+
     def sample_goal(self, rng: np.random.Generator, start: np.ndarray, goal_range: float = 1.0) -> np.ndarray:
         """A reachable goal: end-effector positions at a random joint configuration within limits.
 
@@ -179,12 +183,12 @@ class BalanceTask(ReachTask):
         robot: HumanoidRobot,
         end_effectors: Sequence[str],
         success_threshold: float,
-        reward_type: str = "dense",
-        torque_cost: float = 0.0,
-        balance_weight: float = 20.0,
-        com_margin_target: float = 0.05,
-        fall_com_margin: float | None = 0.0,
-        fall_penalty: float = 100.0,
+        reward_type: str,
+        torque_cost: float,
+        balance_weight: float,
+        com_margin_target: float,
+        fall_com_margin: float | None,
+        fall_penalty: float,
     ) -> None:
         if com_margin_target < 0:
             raise ValueError(f"com_margin_target must be >= 0 m, got {com_margin_target}.")
@@ -199,6 +203,25 @@ class BalanceTask(ReachTask):
         self.reaches = np.array([robot.limb_length(link) for link in self.end_effector_links])  # (k,), m
         self.measure_shoulders()
         self.goal_kind = self.kind_of(self.goal)
+
+    def prepare_start(self, start_pose: np.ndarray, start_state: int) -> None:
+        """Plant the feet as loaded and check that the start pose is balanced on them; measure its shoulders (for the
+        goals' kinds). The session is back in ``start_state`` after.
+
+        :raises ValueError: the start pose's COM margin is below ``com_margin_target``, with the fix.
+        """
+        session = self.robot.session
+        session.restore_state(start_state)
+        self.robot.plant_feet()
+        self.robot.set_joint_positions(start_pose)
+        margin = self.robot.footprint_com_margin()
+        if margin < self.com_margin_target:
+            raise ValueError(
+                f"the start pose is not balanced (COM margin {margin:.3f} m < com_margin_target "
+                f"{self.com_margin_target} m); move the start pose's COM over the feet or lower com_margin_target."
+            )
+        self.measure_shoulders()
+        session.restore_state(start_state)
 
     def measure_shoulders(self) -> None:
         """Take the shoulders' positions now as the start pose's (the env calls it with the robot there)."""

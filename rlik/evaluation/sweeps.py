@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import bootstrap
 
 SEED_KEY = "seed"
 
@@ -32,7 +33,7 @@ class SeedSummary:
 def summarise_seeds(
     values: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, rng_seed: int = 0
 ) -> SeedSummary:
-    """Mean, spread and percentile-bootstrap confidence interval of the mean of ``values``.
+    """Mean, spread and percentile-bootstrap confidence interval of the mean of ``values`` (``scipy.stats.bootstrap``).
 
     :param values: one value per seed, e.g. success rates (fractions).
     :param confidence: the interval's coverage, e.g. 0.95.
@@ -46,9 +47,11 @@ def summarise_seeds(
         raise ValueError("summarise_seeds needs at least one value.")
     if x.size == 1:
         return SeedSummary(1, float(x[0]), None, float(x[0]), float(x[0]), None, None)
-    means = x[np.random.default_rng(rng_seed).integers(0, x.size, (resamples, x.size))].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
+    rng = np.random.default_rng(rng_seed)
+    interval = bootstrap(
+        (x,), np.mean, confidence_level=confidence, n_resamples=resamples, method="percentile", rng=rng
+    )
+    low, high = interval.confidence_interval
     return SeedSummary(
         x.size, float(x.mean()), float(x.std(ddof=1)), float(x.min()), float(x.max()), float(low), float(high)
     )
