@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 from rlik.envs.arm_tuning import derive_arm_settings
-from rlik.envs.reach_env import UrdfReachEnv, end_effector_names
+from rlik.envs.reach_env import UrdfReachEnv
 from rlik.envs.robot import Robot
-from rlik.envs.task import ReachTask
+from rlik.envs.task import ReachTask, end_effector_names
 
 
 class ArmReachEnv(UrdfReachEnv):
@@ -112,7 +112,7 @@ class ArmReachEnv(UrdfReachEnv):
             if success_threshold is None:
                 task.success_threshold = settings.success_threshold
             damping = settings.velocity_damping if velocity_damping is None else velocity_damping
-            damping = np.broadcast_to(np.asarray(damping, dtype=np.float64), (robot.n_joints,))
+            damping = robot.per_joint("velocity_damping", damping)
             if not np.all(damping >= 0):
                 raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
             robot.set_joint_damping(damping)  # in place of the URDF's

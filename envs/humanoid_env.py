@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlik.envs.humanoid import HumanoidRobot
-from rlik.envs.reach_env import UrdfReachEnv, end_effector_names
-from rlik.envs.task import BalanceTask
+from rlik.envs.reach_env import UrdfReachEnv
+from rlik.envs.task import BalanceTask, end_effector_names
 
 
 class HumanoidReachEnv(UrdfReachEnv):

@@ -12,12 +12,7 @@ import numpy as np
 from gymnasium import spaces
 from rlik.envs.robot import Robot
 from rlik.envs.session import PyBulletSession
-from rlik.envs.task import ReachTask
-
-
-def end_effector_names(end_effector: str | Sequence[str]) -> list[str]:
-    """``end_effector`` as a list of link names (one goal per link)."""
-    return [end_effector] if isinstance(end_effector, str) else list(end_effector)
+from rlik.envs.task import ReachTask, end_effector_names
 
 
 class UrdfReachEnv(gym.Env):
@@ -232,21 +227,12 @@ class UrdfReachEnv(gym.Env):
         damping = np.asarray(velocity_damping, dtype=np.float64)
         if not np.all(damping >= 0):
             raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
-        n = self.robot.n_joints
         # (n_joints,), N m per unit of action
         self.action_torques = self.robot.per_joint("action_scale", scales) * self.robot.torque_limits
         damping = self.robot.per_joint("velocity_damping", damping)
         if np.any(damping > 0):
             self.robot.add_joint_damping(damping)
-        lower, upper = self.robot.joint_limits
-        initial = (
-            np.zeros(n) if initial_joint_positions is None else np.asarray(initial_joint_positions, dtype=np.float64)
-        )
-        if initial.shape != (n,):
-            raise ValueError(
-                f"initial_joint_positions has {initial.size} values for {n} joints {self.robot.joint_names}."
-            )
-        self.initial_joint_positions = np.clip(initial, lower, upper)
+        self.initial_joint_positions = self.robot.start_pose(initial_joint_positions)
         self.initial_joint_noise = initial_joint_noise
         self.set_goal_range(goal_range)
 
@@ -259,7 +245,7 @@ class UrdfReachEnv(gym.Env):
         self._initial_state = self.session.save_state()
         self.task.prepare_start(self.initial_joint_positions, self._initial_state)
 
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.robot.n_joints,), dtype=np.float32)
         self.task.set_goal(self.task.achieved_goal())
         self.observation_space = self.task.observation_space(self._robot_observation().size, self.goal_conditioned)
 

@@ -197,6 +197,17 @@ class Robot:
             )
         return np.broadcast_to(values, (self.n_joints,))
 
+    def start_pose(self, positions: Sequence[float] | None) -> np.ndarray:
+        """``positions`` (n_joints,), rad or m, clipped to the joint limits; ``None``: zeros, clipped.
+
+        :raises ValueError: another number of values than joints, naming them.
+        """
+        n = self.n_joints
+        pose = np.zeros(n) if positions is None else np.asarray(positions, dtype=np.float64)
+        if pose.shape != (n,):
+            raise ValueError(f"initial_joint_positions has {pose.size} values for {n} joints {self.joint_names}.")
+        return np.clip(pose, *self.joint_limits)
+
     def observation(self, scaled_positions: bool) -> tuple[np.ndarray, np.ndarray]:
         """The robot's part of an observation, and the joint velocities it read (n_joints,), rad/s or m/s.
 

@@ -13,6 +13,11 @@ from rlik.envs.robot import Robot
 REWARD_TYPES = ("dense", "sparse", "mixed")
 
 
+def end_effector_names(end_effector: str | Sequence[str]) -> list[str]:
+    """``end_effector`` (an env parameter) as a list of link names: one goal per link."""
+    return [end_effector] if isinstance(end_effector, str) else list(end_effector)
+
+
 class ReachTask:
     """Bring one or more end-effector links to goal points and hold them there.
 
