@@ -43,8 +43,15 @@ PLANAR_ARM = {
     "camera_distance": 1.8,
 }
 KUKA = {"urdf": "kuka_iiwa/model.urdf", "end_effector": "lbr_iiwa_link_7"}  # settings derived (ArmReach-v0)
-# Our humanoid upper body on rigid legs, free to fall.
-HUMANOID = {"urdf": "humanoid_upper_body.urdf", "end_effector": "right_hand", "foot_links": ["left_foot", "right_foot"]}
+# Our humanoid upper body on rigid legs, free to fall, with the torques and damping it was tuned with by hand (its
+# URDF's damping; those derived from its mass matrix are close to them).
+HUMANOID = {
+    "urdf": "humanoid_upper_body.urdf",
+    "end_effector": "right_hand",
+    "foot_links": ["left_foot", "right_foot"],
+    "action_scale": 0.15,
+    "velocity_damping": [20.0, 15.0, 8.0, 6.0, 6.0, 1.5, 2.5, 6.0, 6.0, 1.5, 2.5],
+}
 # The Unitree G1 (example-robot-data: pip install "rlik[robots]"): waist (3) and right arm (7); the legs and the
 # left arm held at zero, the standing pose; the pelvis stands at 0.716 m, fall_height 0.75 of it as HUMANOID's.
 G1_WAIST = ["waist_yaw_joint", "waist_roll_joint", "waist_pitch_joint"]

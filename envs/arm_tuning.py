@@ -119,7 +119,38 @@ def derive_arm_settings(robot: Robot, end_effector_links: list[int], timestep: f
             best, best_score = centred, score
     robot.set_joint_positions(best)
 
-    mass = session.mass_matrix(body, all_positions(best))[np.ix_(columns, columns)]  # held joints: locked
+    scale, damping = derive_joint_dynamics(robot, all_positions(best), timestep, CRUISE_SPEED)
+    speed = scale * robot.torque_limits / damping
+    travel = np.maximum(best - lower, upper - best) / speed  # s: from the start pose to the farther stop
+    return ArmSettings(
+        initial_joint_positions=best,
+        action_scale=scale,
+        velocity_damping=damping,
+        success_threshold=SUCCESS_THRESHOLD if reach >= SMALL_ARM_REACH else reach / 10.0,
+        episode_seconds=float(travel.max() + 5.0 * SETTLE_TIME),
+        reach=reach,
+    )
+
+
+def derive_joint_dynamics(
+    robot: Robot, positions: list[float], timestep: float, cruise_speed: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Torque scales and viscous damping of ``robot``'s actuated joints from its mass matrix at ``positions`` (of
+    every movable joint, PyBullet's order), the other movable joints locked (as held): joint i gets damping
+    ``sqrt(M_ii * M_max) / SETTLE_TIME`` and a full action of ``damping_i * speed_i``, capped by the URDF effort
+    limit (see the module's docstring).
+
+    :param timestep: the physics step, s (explicit damping must stay stable).
+    :param cruise_speed: a full action's steady speed of a revolute joint, rad/s (prismatic ones: PRISMATIC_SPEED,
+        m/s), or its URDF velocity limit where lower.
+    :return: the fraction of each joint's effort limit a full action commands (n,), and the damping (n,),
+        N m s/rad (N s/m), in place of the URDF's.
+    :raises ValueError: a joint that moves no mass, named with the fix.
+    """
+    mass = robot.session.mass_matrix(robot.body, positions)
+    base_dofs = len(mass) - len(positions)  # a floating base's 6 velocities come first
+    columns = [base_dofs + robot.all_actuated.index(index) for index in robot.joint_indices]
+    mass = mass[np.ix_(columns, columns)]  # the base and the held joints: locked
     inertia = np.diag(mass)
     massless = [name for name, value in zip(robot.joint_names, inertia) if not value > MIN_JOINT_INERTIA]
     if massless:
@@ -127,7 +158,7 @@ def derive_arm_settings(robot: Robot, end_effector_links: list[int], timestep: f
             f"joint '{massless[0]}' of {robot.urdf} moves no mass: the links beyond it have zero mass or no "
             "<inertial>; give them <inertial> with a mass and an inertia in the URDF."
         )
-    speed = np.where(robot.revolute, CRUISE_SPEED, PRISMATIC_SPEED)
+    speed = np.where(robot.revolute, cruise_speed, PRISMATIC_SPEED)
     speed = np.where(robot.velocity_limits > 0, np.minimum(speed, robot.velocity_limits), speed)
     # PyBullet applies joint damping explicitly, once per physics step: it diverges beyond 2 m_i / timestep, where
     # m_i = 1 / (M^-1)_ii is the inertia joint i sees with the others free (below M_ii). A URDF's own damping can
@@ -135,13 +166,5 @@ def derive_arm_settings(robot: Robot, end_effector_links: list[int], timestep: f
     coupled_inertia = 1.0 / np.diag(np.linalg.inv(mass))
     damping = np.minimum(np.sqrt(inertia * inertia.max()) / SETTLE_TIME, STABLE_DAMPING * coupled_inertia / timestep)
     torques = np.minimum(damping * speed, robot.torque_limits)
-    damping = torques / speed  # a joint capped by its effort limit keeps its cruising speed, settling more slowly
-    travel = np.maximum(best - lower, upper - best) / speed  # s: from the start pose to the farther stop
-    return ArmSettings(
-        initial_joint_positions=best,
-        action_scale=torques / robot.torque_limits,
-        velocity_damping=damping,
-        success_threshold=SUCCESS_THRESHOLD if reach >= SMALL_ARM_REACH else reach / 10.0,
-        episode_seconds=float(travel.max() + 5.0 * SETTLE_TIME),
-        reach=reach,
-    )
+    # a joint capped by its effort limit keeps its cruising speed, settling more slowly
+    return torques / robot.torque_limits, torques / speed

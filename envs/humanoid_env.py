@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+from rlik.envs.arm_tuning import derive_joint_dynamics
 from rlik.envs.humanoid import HumanoidRobot
 from rlik.envs.reach_env import UrdfReachEnv
 from rlik.envs.task import BalanceTask, end_effector_names
+
+# rad/s: a full action's steady joint speed where the torques and damping are derived. A humanoid balances, so its
+# joints move slower than an arm's (3.4 rad/s): 1.5 rad/s is what HumanoidReach-v0's hand-tuned URDF damping and
+# torque scale give on every one of its joints, and the damping derived from its mass matrix matches that URDF's.
+BALANCING_SPEED = 1.5
 
 
 class HumanoidReachEnv(UrdfReachEnv):
@@ -32,9 +40,13 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     ## Action Space
 
-    ``Box(-1, 1, (11,), float32)`` (fewer with ``joints``), as ``UrdfReachEnv``'s: ``a_i`` commands
-    ``action_scale`` (0.15) times joint i's URDF effort limit (N m), on top of gravity-cancelling torques
-    (``gravity_compensation``).
+    ``Box(-1, 1, (11,), float32)`` (one per joint of ``joints``), as ``UrdfReachEnv``'s: ``a_i`` commands
+    ``action_scale`` times joint i's URDF effort limit (N m), on top of gravity-cancelling torques
+    (``gravity_compensation``), against viscous damping ``velocity_damping``. Left ``None`` (as for the G1), both
+    are derived from the joint-space mass matrix at the start pose (legs and pelvis locked), as ``ArmReach-v0``'s
+    (``envs/arm_tuning.py``) but for 1.5 rad/s: damping ``sqrt(M_ii * M_max) / 0.23 s`` and a full action's torque
+    ``1.5 rad/s`` times it (capped by the effort limit), so each joint cruises at 1.5 rad/s and the heaviest settles
+    in 0.23 s. ``HumanoidReach-v0`` gives its hand-tuned ones (0.15 and its URDF's damping, also 1.5 rad/s).
 
     ## Observation Space
 
@@ -92,7 +104,11 @@ class HumanoidReachEnv(UrdfReachEnv):
 
     ``gym.make("HumanoidReach-v0", goal_conditioned=True)``; the parameters of ``UrdfReachEnv`` with humanoid
     defaults (``urdf``, ``end_effector``, ``joints`` name any humanoid's, given by the registered id;
-    ``base_position`` None: standing on the floor at the origin, found as above), plus:
+    ``base_position`` None: standing on the floor at the origin, found as above; ``action_scale`` None: derived),
+    plus:
+
+    :param velocity_damping: the joints' viscous damping in place of the URDF's, N m s/rad, one for all joints or one
+        per joint; ``None``: derived with ``action_scale`` (above). ``derived_settings()`` returns what was derived.
 
     :param foot_links: links whose floor contacts form the support polygon (the soles' links, with collision shapes).
     :param balance_weight: weight of the footprint margin's shortfall in the reward (per metre).
@@ -111,7 +127,8 @@ class HumanoidReachEnv(UrdfReachEnv):
       episode ends are unchanged. Any humanoid URDF (issue 35): ``base_position`` defaults to None (the standing
       height found, 0.94 m for the default robot as before), the start pose's balance is checked in
       ``initial_joint_positions`` rather than the loaded pose, links without ``<inertial>`` weigh 1 g (not PyBullet's
-      1 kg); the default robot's numbers are unchanged.
+      1 kg); the default robot's numbers are unchanged. ``action_scale`` and ``velocity_damping`` (in place of the
+      URDF's) derived from the mass matrix where not given (issue 35); ``HumanoidReach-v0`` gives its own.
     """
 
     def __init__(
@@ -126,7 +143,8 @@ class HumanoidReachEnv(UrdfReachEnv):
         goal_conditioned: bool = False,
         reward_type: str = "dense",
         torque_cost: float = 0.2,
-        action_scale: float = 0.15,
+        action_scale: float | Sequence[float] | None = None,
+        velocity_damping: float | Sequence[float] | None = None,
         initial_joint_positions: Sequence[float] | None = None,
         initial_joint_noise: float = 0.02,
         goal_range: float = 1.0,
@@ -168,10 +186,28 @@ class HumanoidReachEnv(UrdfReachEnv):
                 fall_com_margin=fall_com_margin,
                 fall_penalty=fall_penalty,
             )
+            start_pose = robot.start_pose(initial_joint_positions)
+            robot.set_joint_positions(start_pose)
+            positions = list(self.session.joint_positions(robot.body, robot.all_actuated))
+            derived_scale, derived_damping = derive_joint_dynamics(robot, positions, timestep, BALANCING_SPEED)
+            self._derived = {
+                key: [float(f"{v:.3g}") for v in values]
+                for key, given, values in [
+                    ("action_scale", action_scale, derived_scale),
+                    ("velocity_damping", velocity_damping, derived_damping),
+                ]
+                if given is None
+            }
+            damping = robot.per_joint(
+                "velocity_damping", derived_damping if velocity_damping is None else velocity_damping
+            )
+            if not np.all(damping >= 0):
+                raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
+            robot.set_joint_damping(damping)  # in place of the URDF's
             self.compose(
                 robot,
                 task,
-                action_scale=action_scale,
+                action_scale=derived_scale if action_scale is None else action_scale,
                 velocity_damping=0.0,
                 initial_joint_positions=initial_joint_positions,
                 initial_joint_noise=initial_joint_noise,
@@ -182,3 +218,7 @@ class HumanoidReachEnv(UrdfReachEnv):
                 observe_joint_positions=False,
                 camera_distance=camera_distance,
             )
+
+    def derived_settings(self) -> dict[str, Any]:
+        """The torque scales and damping derived from the mass matrix (those not given), as ``env.<key>`` keys."""
+        return {f"env.{key}": values for key, values in self._derived.items()}
