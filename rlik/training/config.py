@@ -136,6 +136,8 @@ class TrainConfig:
     # With normalize_observations: HER's achieved and desired goals too (false: they stay in metres, so
     # the policy compares them coordinate for coordinate instead of through two sets of statistics).
     normalize_goals: bool = True
+    # The share of training episodes that retry a goal missed before (rlik/training/goal_replay.py), in [0, 1).
+    missed_goal_replay: float = 0.0
     resume: Optional[str] = None  # noqa: UP045  (a run directory to continue)
     progress_bar: Optional[bool] = None  # noqa: UP045  (None: a bar on a terminal, log lines otherwise)
     log_interval: int = 20  # episodes between training-metric dumps
@@ -230,6 +232,10 @@ def validate_config(cfg: Any) -> None:
     if cfg.algo.her.goal_selection_strategy not in HER_STRATEGIES:
         raise ValueError(
             f"unknown algo.her.goal_selection_strategy '{cfg.algo.her.goal_selection_strategy}'; choose from {HER_STRATEGIES}."
+        )
+    if not 0.0 <= cfg.missed_goal_replay < 1.0:
+        raise ValueError(
+            f"missed_goal_replay must be in [0, 1) (a share of the episodes), got {cfg.missed_goal_replay}."
         )
     curriculum = cfg.curriculum
     if curriculum.enabled and not (0.0 < curriculum.start <= 1.0 and curriculum.increment > 0):

@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 import rlik.envs  # noqa: F401  (registers the gymnasium ids)
 from rlik.policy.networks import GoalErrorExtractor, SaturationPenalisedMlpPolicy, SaturationPenalisedMultiInputPolicy
 from rlik.training.algorithms import POLICY_KEYS, RLIK_KEYS, algorithm_named
+from rlik.training.goal_replay import MissedGoalReplay
 
 NOISE_TYPES = ("normal", "ornstein_uhlenbeck", "none")
 
@@ -87,12 +88,24 @@ def derived_settings_text(urdf: str, derived: dict[str, Any]) -> str:
 
 
 def make_training_env(
-    env_cfg: DictConfig, n_envs: int, seed: int, normalize_observations: bool = False, normalize_goals: bool = True
+    env_cfg: DictConfig,
+    n_envs: int,
+    seed: int,
+    normalize_observations: bool = False,
+    normalize_goals: bool = True,
+    missed_goal_replay: float = 0.0,
 ) -> VecEnv:
     """``n_envs`` envs in one process (PyBullet DIRECT clients are independent), with Monitor stats;
     fresh ``VecNormalize`` observation statistics when ``normalize_observations``, for HER's achieved
-    and desired goals too unless ``normalize_goals`` is False (they then stay in metres)."""
-    env = make_vec_env(lambda: make_env(env_cfg), n_envs=n_envs, seed=seed)
+    and desired goals too unless ``normalize_goals`` is False (they then stay in metres); a share
+    ``missed_goal_replay`` of the episodes retries missed goals (``MissedGoalReplay``)."""
+    env = make_vec_env(
+        lambda: make_env(env_cfg),
+        n_envs=n_envs,
+        seed=seed,
+        wrapper_class=MissedGoalReplay if missed_goal_replay else None,
+        wrapper_kwargs={"probability": missed_goal_replay},
+    )
     if not normalize_observations:
         return env
     goal_conditioned = isinstance(env.observation_space, gym.spaces.Dict)

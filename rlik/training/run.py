@@ -71,13 +71,18 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
 
     # 2. Envs and model (fresh, or the newest checkpoint that reads whole, with its replay buffer and statistics).
     eval_env = make_env(cfg.env)  # the held-out goals: periodic evaluations in step 4, the final one in step 5
-    if derived := derived_settings(eval_env):  # an arm's settings derived from its URDF: shown, and kept
+    if derived := derived_settings(eval_env):  # settings derived from the robot's URDF: shown, and kept
         say(derived_settings_text(cfg.env.urdf, derived))
-        check_learning_starts(cfg, eval_env.unwrapped.episode_steps)
+        check_learning_starts(cfg, getattr(eval_env.unwrapped, "episode_steps", None))  # an arm's derived length
         checkpoints.atomic_write_json(files.derived, derived)
     # A resumed run normalises with its checkpoint's statistics, loaded below, not fresh ones.
     env = make_training_env(
-        cfg.env, cfg.n_envs, cfg.seed, cfg.normalize_observations and not cfg.resume, cfg.normalize_goals
+        cfg.env,
+        cfg.n_envs,
+        cfg.seed,
+        cfg.normalize_observations and not cfg.resume,
+        cfg.normalize_goals,
+        cfg.missed_goal_replay,
     )
     if cfg.resume:
         model, average, state = resumed_model(cfg, run_dir, env, changed)
