@@ -211,3 +211,22 @@ def test_humanoid_env_chooses_crossq_and_the_command_line_still_wins(
     assert (cfg.algo.name, cfg.total_timesteps) == (algo, total_timesteps)
     if algo == "crossq":
         assert not cfg.normalize_goals and list(cfg.algo.goal_error_scales) == [0.1, 0.02]
+
+
+def test_derived_damping_matches_the_hand_tuned_urdf() -> None:
+    """Our humanoid was tuned by hand (its URDF's damping, 0.15 of the effort limits: 1.5 rad/s under a full action
+    on every joint). Derived from the mass matrix instead, as for a URDF without damping (the G1), the damping comes
+    out close to those hand-tuned values and the torques give the same speed."""
+    hand_tuned = gym.make("HumanoidReach-v0").unwrapped
+    derived = gym.make("HumanoidReach-v0", action_scale=None, velocity_damping=None).unwrapped
+    try:
+        assert hand_tuned.derived_settings() == {}
+        assert set(derived.derived_settings()) == {"env.action_scale", "env.velocity_damping"}
+        urdf_damping = [20.0, 15.0, 8.0, 6.0, 6.0, 1.5, 2.5, 6.0, 6.0, 1.5, 2.5]
+        np.testing.assert_allclose(hand_tuned.robot.joint_damping, urdf_damping)
+        np.testing.assert_allclose(derived.robot.joint_damping, urdf_damping, rtol=0.4)
+        np.testing.assert_allclose(hand_tuned.action_torques / hand_tuned.robot.joint_damping, 1.5)
+        np.testing.assert_allclose(derived.action_torques / derived.robot.joint_damping, 1.5)
+    finally:
+        hand_tuned.close()
+        derived.close()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from rlik.envs.humanoid_env import HumanoidReachEnv
+from rlik.envs.humanoid_env import BALANCING_SPEED, HumanoidReachEnv
 from rlik.envs.urdf_files import resolve_urdf
 
 from rlik.training.config import compose_train_config
@@ -112,3 +112,40 @@ def test_start_pose_that_cannot_stand_is_one_line(overrides: dict, says: str) ->
     with pytest.raises(ValueError, match=r"^[^\n]*$") as error:
         make_g1(**overrides)
     assert says in str(error.value)
+
+
+def test_g1_torques_and_damping_are_derived_for_1_5_rad_per_s(g1: HumanoidReachEnv) -> None:
+    """The G1's URDF gives no damping: the env derives damping and torque scales from its mass matrix, so that a full
+    action drives each joint at BALANCING_SPEED (or its effort limit's share), as our hand-tuned humanoid's."""
+    derived = g1.derived_settings()
+    assert set(derived) == {"env.action_scale", "env.velocity_damping"}
+    damping = g1.robot.joint_damping
+    assert np.all(damping > 0) and damping.argmax() in (1, 2)  # the waist's roll and pitch carry the torso
+    np.testing.assert_allclose(g1.action_torques / damping, BALANCING_SPEED, rtol=1e-6)
+    # A full action on the elbow settles at that speed within the episode's first second.
+    g1.reset(seed=0)
+    elbow = g1.robot.joint_names.index("right_elbow_joint")
+    action = np.zeros(g1.action_space.shape)
+    action[elbow] = 1.0
+    for _ in range(STEPS_PER_SECOND // 4):
+        g1.step(action)
+    assert g1.robot.joint_state()[1][elbow] == pytest.approx(BALANCING_SPEED, rel=0.1)
+
+
+def test_g1_rarely_falls_under_random_actions() -> None:
+    """Without damping a random policy toppled the G1 in every episode, within a second: a policy could learn
+    nothing but to fall. With the derived damping random actions keep it standing."""
+    env = make_g1()
+    rng = np.random.default_rng(0)
+    falls = 0
+    try:
+        for episode in range(5):
+            env.reset(seed=episode)
+            for _ in range(2 * STEPS_PER_SECOND):
+                _, _, terminated, _, _ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape))
+                if terminated:
+                    falls += 1
+                    break
+    finally:
+        env.close()
+    assert falls <= 1
