@@ -50,7 +50,7 @@ HUMANOID = {
     "end_effector": "right_hand",
     "foot_links": ["left_foot", "right_foot"],
     "action_scale": 0.15,
-    "velocity_damping": [20.0, 15.0, 8.0, 6.0, 6.0, 1.5, 2.5, 6.0, 6.0, 1.5, 2.5],
+    "velocity_damping": "urdf",
 }
 # The Unitree G1 (example-robot-data: pip install "rlik[robots]"): waist (3) and right arm (7); the legs and the
 # left arm held at zero, the standing pose; the pelvis stands at 0.716 m, fall_height 0.75 of it as HUMANOID's.

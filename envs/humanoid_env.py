@@ -46,7 +46,7 @@ class HumanoidReachEnv(UrdfReachEnv):
     are derived from the joint-space mass matrix at the start pose (legs and pelvis locked), as ``ArmReach-v0``'s
     (``envs/arm_tuning.py``) but for 1.5 rad/s: damping ``sqrt(M_ii * M_max) / 0.23 s`` and a full action's torque
     ``1.5 rad/s`` times it (capped by the effort limit), so each joint cruises at 1.5 rad/s and the heaviest settles
-    in 0.23 s. ``HumanoidReach-v0`` gives its hand-tuned ones (0.15 and its URDF's damping, also 1.5 rad/s).
+    in 0.23 s. ``HumanoidReach-v0`` gives its hand-tuned ones (0.15 and ``"urdf"``, its URDF's damping: 1.5 rad/s too).
 
     ## Observation Space
 
@@ -108,7 +108,8 @@ class HumanoidReachEnv(UrdfReachEnv):
     plus:
 
     :param velocity_damping: the joints' viscous damping in place of the URDF's, N m s/rad, one for all joints or one
-        per joint; ``None``: derived with ``action_scale`` (above). ``derived_settings()`` returns what was derived.
+        per joint; ``"urdf"``: the URDF's own; ``None``: derived with ``action_scale`` (above). ``derived_settings()``
+        returns what was derived.
 
     :param foot_links: links whose floor contacts form the support polygon (the soles' links, with collision shapes).
     :param balance_weight: weight of the footprint margin's shortfall in the reward (per metre).
@@ -144,7 +145,7 @@ class HumanoidReachEnv(UrdfReachEnv):
         reward_type: str = "dense",
         torque_cost: float = 0.2,
         action_scale: float | Sequence[float] | None = None,
-        velocity_damping: float | Sequence[float] | None = None,
+        velocity_damping: float | Sequence[float] | str | None = None,
         initial_joint_positions: Sequence[float] | None = None,
         initial_joint_noise: float = 0.02,
         goal_range: float = 1.0,
@@ -186,28 +187,11 @@ class HumanoidReachEnv(UrdfReachEnv):
                 fall_com_margin=fall_com_margin,
                 fall_penalty=fall_penalty,
             )
-            start_pose = robot.start_pose(initial_joint_positions)
-            robot.set_joint_positions(start_pose)
-            positions = list(self.session.joint_positions(robot.body, robot.all_actuated))
-            derived_scale, derived_damping = derive_joint_dynamics(robot, positions, timestep, BALANCING_SPEED)
-            self._derived = {
-                key: [float(f"{v:.3g}") for v in values]
-                for key, given, values in [
-                    ("action_scale", action_scale, derived_scale),
-                    ("velocity_damping", velocity_damping, derived_damping),
-                ]
-                if given is None
-            }
-            damping = robot.per_joint(
-                "velocity_damping", derived_damping if velocity_damping is None else velocity_damping
-            )
-            if not np.all(damping >= 0):
-                raise ValueError(f"velocity_damping must be >= 0 (N m s/rad), got {velocity_damping}.")
-            robot.set_joint_damping(damping)  # in place of the URDF's
+            action_scale = self._joint_dynamics(robot, initial_joint_positions, action_scale, velocity_damping)
             self.compose(
                 robot,
                 task,
-                action_scale=derived_scale if action_scale is None else action_scale,
+                action_scale=action_scale,
                 velocity_damping=0.0,
                 initial_joint_positions=initial_joint_positions,
                 initial_joint_noise=initial_joint_noise,
@@ -218,6 +202,37 @@ class HumanoidReachEnv(UrdfReachEnv):
                 observe_joint_positions=False,
                 camera_distance=camera_distance,
             )
+
+    def _joint_dynamics(
+        self,
+        robot: HumanoidRobot,
+        initial_joint_positions: Sequence[float] | None,
+        action_scale: float | Sequence[float] | None,
+        velocity_damping: float | Sequence[float] | str | None,
+    ) -> float | Sequence[float]:
+        """Set the joints' damping (given, the URDF's, or derived at the start pose) and return the action scale
+        (given, or derived); the derived ones are kept for ``derived_settings``."""
+        robot.set_joint_positions(robot.start_pose(initial_joint_positions))
+        positions = list(self.session.joint_positions(robot.body, robot.all_actuated))
+        derived_scale, derived_damping = derive_joint_dynamics(robot, positions, self.session.timestep, BALANCING_SPEED)
+        self._derived = {
+            key: [float(f"{v:.3g}") for v in values]
+            for key, given, values in [
+                ("action_scale", action_scale, derived_scale),
+                ("velocity_damping", velocity_damping, derived_damping),
+            ]
+            if given is None
+        }
+        if velocity_damping != "urdf":
+            given = derived_damping if velocity_damping is None else velocity_damping
+            damping = None if isinstance(given, str) else robot.per_joint("velocity_damping", given)
+            if damping is None or not np.all(damping >= 0):
+                raise ValueError(
+                    f"velocity_damping must be >= 0 (N m s/rad: one, or one per joint), 'urdf' (the URDF's) or null "
+                    f"(derived), got {velocity_damping!r}."
+                )
+            robot.set_joint_damping(damping)  # in place of the URDF's
+        return derived_scale if action_scale is None else action_scale
 
     def derived_settings(self) -> dict[str, Any]:
         """The torque scales and damping derived from the mass matrix (those not given), as ``env.<key>`` keys."""

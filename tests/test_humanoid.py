@@ -201,7 +201,7 @@ def test_reset_with_goal_option_and_errors() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "algo", "total_timesteps"),
-    [(["env=humanoid"], "crossq", 160_000), (["env=humanoid", "algo=ddpg"], "ddpg", 500_000), ([], "ddpg", 50_000)],
+    [(["env=humanoid"], "crossq", 100_000), (["env=humanoid", "algo=ddpg"], "ddpg", 500_000), ([], "ddpg", 50_000)],
 )
 def test_humanoid_env_chooses_crossq_and_the_command_line_still_wins(
     overrides: list[str], algo: str, total_timesteps: int
@@ -223,7 +223,7 @@ def test_derived_damping_matches_the_hand_tuned_urdf() -> None:
         assert hand_tuned.derived_settings() == {}
         assert set(derived.derived_settings()) == {"env.action_scale", "env.velocity_damping"}
         urdf_damping = [20.0, 15.0, 8.0, 6.0, 6.0, 1.5, 2.5, 6.0, 6.0, 1.5, 2.5]
-        np.testing.assert_allclose(hand_tuned.robot.joint_damping, urdf_damping)
+        np.testing.assert_allclose(hand_tuned.robot.joint_damping, urdf_damping)  # velocity_damping="urdf"
         np.testing.assert_allclose(derived.robot.joint_damping, urdf_damping, rtol=0.4)
         np.testing.assert_allclose(hand_tuned.action_torques / hand_tuned.robot.joint_damping, 1.5)
         np.testing.assert_allclose(derived.action_torques / derived.robot.joint_damping, 1.5)
