@@ -172,11 +172,12 @@ class Install:
         )
 
     def python(self, code: str, *args: str, cwd: Path | None = None) -> dict:
-        """Run ``code`` in the venv's python; the JSON it prints after ``RESULT`` (PyBullet prints to stdout too)."""
+        """Run ``code`` in the venv's python; the JSON it prints after ``RESULT`` (PyBullet prints to stdout too, its
+        URDF warnings without a line end: the G1's run into the next print)."""
         result = self.run("python", "-c", code, *args, cwd=cwd)
         check(result)
-        (line,) = (line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-        return json.loads(line.removeprefix("RESULT "))
+        (line,) = (line for line in result.stdout.splitlines() if "RESULT " in line)
+        return json.loads(line.partition("RESULT ")[2])
 
 
 def check(result: subprocess.CompletedProcess) -> None:
