@@ -223,7 +223,7 @@ class HumanoidReachEnv(UrdfReachEnv):
             ]
             if given is None
         }
-        if velocity_damping != "urdf":
+        if not (isinstance(velocity_damping, str) and velocity_damping == "urdf"):  # an array compares elementwise
             given = derived_damping if velocity_damping is None else velocity_damping
             damping = None if isinstance(given, str) else robot.per_joint("velocity_damping", given)
             if damping is None or not np.all(damping >= 0):
